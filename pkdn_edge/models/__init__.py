@@ -1,0 +1,5 @@
+"""PKDN networks (need torch). ``from pkdn_edge.models import create_model``."""
+
+from .pkdn import NUM_PRIOR_CHANNELS, PKDN, PRESETS, PKDNConfig, create_model, model_config
+
+__all__ = ["NUM_PRIOR_CHANNELS", "PKDN", "PRESETS", "PKDNConfig", "create_model", "model_config"]

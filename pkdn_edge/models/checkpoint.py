@@ -1,0 +1,71 @@
+"""Save/load PKDN checkpoints: ``{"model": state_dict, "config": PKDNConfig dict, "meta": {...}}``.
+
+Writes are atomic (temp file + ``os.replace``); loads use ``torch.load(weights_only=True)`` and turn
+missing, truncated or foreign files into one clear :class:`~pkdn_edge.errors.PKDNError`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pkdn_edge.errors import PKDNError
+
+from .pkdn import PKDN, PKDNConfig
+
+
+def save_atomic(obj: dict, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict safely (``weights_only=True``); clear error when it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise PKDNError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code, not a torch file, ...
+        raise PKDNError(f"checkpoint {path} is corrupt or not a pkdn-edge checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise PKDNError(f"checkpoint {path} has no 'model'/'config' entries: not a pkdn-edge checkpoint")
+    return ckpt
+
+
+def load_model(path: str | Path) -> tuple[PKDN, dict]:
+    """Build the network described by a checkpoint and load its weights (fp32, eval mode).
+
+    Returns ``(model, meta)``; ``meta`` is the checkpoint's free-form metadata (model card numbers).
+    """
+    ckpt = read_checkpoint(path)
+    try:
+        cfg = PKDNConfig.from_dict(ckpt["config"])
+        model = PKDN(cfg)
+        state = {k: v.float() for k, v in ckpt["model"].items()}
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise PKDNError(f"checkpoint {path} does not match the PKDN architecture: {exc}") from None
+    for name, v in state.items():
+        if not torch.isfinite(v).all():
+            raise PKDNError(f"checkpoint {path} holds NaN/Inf weights in {name}")
+    model.eval()
+    return model, dict(ckpt.get("meta", {}))
+
+
+def export_weights(model: PKDN, path: str | Path, meta: dict | None = None, half: bool = False) -> None:
+    """Write the inference-only checkpoint (no optimizer); ``half`` stores weights as fp16."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    save_atomic({"model": state, "config": model.cfg.to_dict(), "meta": meta or {}}, path)

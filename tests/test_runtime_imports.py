@@ -1,0 +1,33 @@
+"""The runtime imports with torch (and training/export code) absent, as on a Jetson."""
+
+import subprocess
+import sys
+
+BLOCKER = r"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'torch', 'nncf', 'torchao', 'onnxscript', 'torch_pruning', 'dlib', 'PIL', 'yaml'}:
+            raise ModuleNotFoundError(f'blocked {name}')
+sys.meta_path.insert(0, Block())
+"""
+
+RUNTIME_MODULES = ["pkdn_edge", "pkdn_edge.metrics", "pkdn_edge.errors", "pkdn_edge.imageio",
+                   "pkdn_edge.face", "pkdn_edge.face.align", "pkdn_edge.face.detector"]
+
+
+def test_runtime_imports_without_torch():
+    code = BLOCKER + "\n".join(f"import {m}" for m in RUNTIME_MODULES) + """
+import sys
+assert 'torch' not in sys.modules
+try:
+    import pkdn_edge.models
+except ModuleNotFoundError as e:
+    assert 'torch' in str(e)
+else:
+    raise SystemExit('the blocker did not work: models imported without torch')
+print('ok')
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("ok")

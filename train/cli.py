@@ -1,0 +1,68 @@
+"""``pkdn-train``: one CLI for the training verbs.
+
+    pkdn-train teacher --config train/configs/edge_x8_teacher.yaml
+    pkdn-train student --config train/configs/edge_x8_student.yaml [--set steps=2000 out=runs/x]
+    pkdn-train eval --weights runs/edge_x8_student/best.pt --faces ../shared/faces/eval --out reports/eval_x8
+
+Training resumes from ``<out>/last.pt`` when it exists; ``--max-minutes`` time-boxes a run (it
+checkpoints and exits; run the same command again to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pkdn_edge.errors import run_cli
+
+
+def _train(role: str, args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .loop import Trainer
+
+    cfg = load_config(args.config, args.set, role=role)
+    summary = Trainer(cfg).run(max_minutes=args.max_minutes, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_eval
+
+    run_eval(args.weights, args.faces, args.out, scale=args.scale, grid_faces=args.grid, threads=args.threads)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pkdn-train", description="Train and evaluate PKDN teachers and students.")
+    sub = p.add_subparsers(dest="verb", required=True)
+    for role in ("teacher", "student"):
+        s = sub.add_parser(role, help=f"train a PKDN {role}")
+        s.add_argument("--config", help="YAML config (see train/configs/)")
+        s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+        s.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+        s.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.csv)")
+    e = sub.add_parser("eval", help="PSNR/SSIM vs bicubic on aligned HR faces + an image grid")
+    e.add_argument("--weights", nargs="+", required=True, help="one or more checkpoints (student or teacher)")
+    e.add_argument("--faces", default="../shared/faces/eval", help="folder of aligned 128×128 HR faces")
+    e.add_argument("--out", default="reports/eval", help="output folder for eval.md/eval.json/grid.png")
+    e.add_argument("--scale", type=int, default=None, help="check that every checkpoint has this scale")
+    e.add_argument("--grid", type=int, default=6, help="faces shown in the grid image")
+    e.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        if args.verb == "eval":
+            return _eval(args)
+        return _train(args.verb, args)
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

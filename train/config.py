@@ -1,0 +1,100 @@
+"""Training configuration: one dataclass, one YAML file per run, one obvious place per setting.
+
+``load_config("train/configs/edge_x8_student.yaml", overrides=["steps=100"])`` reads the YAML,
+applies ``key=value`` overrides (YAML-typed), and validates every key against the dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from pkdn_edge.errors import PKDNError
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    role: str = "student"            # "teacher" (LR + parsing prior) or "student" (LR only)
+    preset: str = "edge"             # model preset: "edge" or "paper"
+    scale: int = 4                   # 4 (32→128) or 8 (16→128)
+    model: dict = field(default_factory=dict)  # PKDNConfig field overrides, e.g. {widths: [32, 48], depth: 1}
+    # data
+    data: str = "../shared/faces/train"
+    layout: str = "aligned"          # "aligned", "celeba" or "celebamask" (see pkdn_edge.train.data)
+    degradation: str = "bicubic"     # "bicubic" (paper protocol) or "webcam" (blur/noise/JPEG mix)
+    prior_source: str = "landmarks"  # teacher priors: "landmarks" (dlib 68 points) or "labels" (celebamask)
+    num_val: int = 256               # faces held out of `data` for validation / model selection
+    data_limit: int = 0              # use only the first N images (0 = all); for smoke tests
+    hr_size: int = 128
+    # distillation (student only)
+    teacher: str = ""                # teacher checkpoint; empty = no distillation (the ablation)
+    w_pixel: float = 1.0             # L1(SR_s, HR)
+    w_feat: float = 1.0              # per-stage feature distillation, start weight
+    w_feat_end: float = 0.1          # ... decays linearly to this
+    feat_decay_steps: int = 10000    # ... over this many steps
+    w_out: float = 0.5               # output distillation L1(SR_s, SR_t)
+    # optimisation
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float = 4e-4                 # Adam, cosine decay to lr_min after a linear warm-up
+    lr_min: float = 1e-6
+    warmup_steps: int = 200
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    # bookkeeping
+    seed: int = 0
+    threads: int = 2                 # torch CPU threads
+    device: str = "auto"             # "auto" (CUDA when present), "cpu" or "cuda"
+    out: str = "runs/default"
+    cache_dir: str = ".cache/pkdn"
+    log_every: int = 50
+    val_every: int = 1000
+    ckpt_every: int = 500
+
+    def __post_init__(self) -> None:
+        if self.role not in ("teacher", "student"):
+            raise PKDNError(f"role must be 'teacher' or 'student', got {self.role!r}")
+        if self.scale not in (4, 8):
+            raise PKDNError(f"scale must be 4 or 8, got {self.scale}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise PKDNError("steps and batch_size must be positive")
+        self.betas = tuple(self.betas)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise PKDNError(f"override {item!r} must look like key=value")
+    key, value = item.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **fixed) -> TrainConfig:
+    """Read a YAML config (optional), apply ``key=value`` overrides and ``fixed`` keyword values."""
+    values: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise PKDNError(f"config file not found: {p}")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise PKDNError(f"config {p} is not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise PKDNError(f"config {p} must be a mapping of settings")
+    for item in overrides or []:
+        k, v = _parse_override(item)
+        values[k] = v
+    values.update(fixed)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PKDNError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+    return TrainConfig(**values)

@@ -1,0 +1,218 @@
+"""Aligned face datasets and seeded batch sampling for PKDN training.
+
+Layouts (``FaceData.load(root, layout=...)``):
+
+* ``aligned`` (default): any folder tree of aligned face images, e.g. ``../shared/faces/train``,
+  FFHQ or CelebA-HQ image folders. Non-square images are centre-cropped to a square, then every
+  image is resized (INTER_AREA) to ``hr_size``.
+* ``celeba``: CelebA ``img_align_celeba`` (178×218): the 178×178 crop starting at row 20 (the
+  literature's 128×128 protocol), resized to ``hr_size``.
+* ``celebamask``: CelebAMask-HQ (``CelebA-HQ-img/`` + ``CelebAMask-HQ-mask-anno/``): images plus
+  19-class labels merged from the per-part masks, so the teacher's priors come from the labels.
+
+Images are decoded once and cached as one ``.npy`` (uint8 RGB, N×H×W×3) under ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pkdn_edge.errors import PKDNError
+
+from .degradations import WebcamDegradation, bicubic_down
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+LAYOUTS = ("aligned", "celeba", "celebamask")
+CELEBAMASK_PARTS = (
+    "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+)  # label = index + 1; 0 is background
+# channels swapped by a horizontal flip (image-left ↔ image-right regions of the K=11 prior)
+FLIP_PAIRS = ((2, 3), (4, 5))
+
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _to_square(img: np.ndarray, size: int, layout: str) -> np.ndarray:
+    h, w = img.shape[:2]
+    if layout == "celeba" and (h, w) == (218, 178):
+        img = img[20:198]
+    else:
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        img = img[y0 : y0 + s, x0 : x0 + s]
+    if img.shape[0] != size:
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    return img
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if img is None else img[..., ::-1]
+
+
+def _celebamask_label(anno_root: Path, idx: int, size: int) -> np.ndarray:
+    """Merge CelebAMask-HQ part masks ``<folder>/<idx:05d>_<part>.png`` into one (size,size) map."""
+    label = np.zeros((512, 512), np.uint8)
+    folder = anno_root / str(idx // 2000)
+    for cls, part in enumerate(CELEBAMASK_PARTS, start=1):
+        f = folder / f"{idx:05d}_{part}.png"
+        if f.exists():
+            m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            if m is not None:
+                label[m > 127] = cls
+    return cv2.resize(label, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class FaceData:
+    """HR faces (N,H,W,3) uint8 RGB, their file names, and optional 19-class labels (N,H,W)."""
+
+    hr: np.ndarray
+    names: list[str]
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, idx: np.ndarray) -> "FaceData":
+        return FaceData(self.hr[idx], [self.names[i] for i in idx], None if self.labels is None else self.labels[idx])
+
+    @classmethod
+    def load(
+        cls, root: str | Path, layout: str = "aligned", hr_size: int = 128, cache_dir: str | Path | None = None,
+        limit: int | None = None,
+    ) -> "FaceData":
+        root = Path(root)
+        if layout not in LAYOUTS:
+            raise PKDNError(f"unknown data layout {layout!r}; choose from {LAYOUTS}")
+        img_root = root / "CelebA-HQ-img" if layout == "celebamask" else root
+        if not img_root.is_dir():
+            raise PKDNError(f"face folder not found: {img_root}")
+        files = list_images(img_root)
+        if limit:
+            files = files[:limit]
+        if not files:
+            raise PKDNError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {img_root}")
+        key = hashlib.sha1(
+            f"{img_root.resolve()}|{layout}|{hr_size}|{len(files)}|{files[0].name}|{files[-1].name}".encode()
+        ).hexdigest()[:16]
+        cache = Path(cache_dir) / f"faces_{key}.npz" if cache_dir else None
+        if cache is not None and cache.exists():
+            try:
+                with np.load(cache) as z:
+                    labels = z["labels"] if "labels" in z.files else None
+                    return cls(z["hr"], list(z["names"]), labels)
+            except (OSError, ValueError, KeyError):
+                pass  # corrupt cache: rebuild it
+        hr, names, labels = [], [], []
+        skipped = 0
+        for f in files:
+            img = _read_rgb(f)
+            if img is None:
+                skipped += 1
+                continue
+            hr.append(_to_square(img, hr_size, layout))
+            names.append(f.relative_to(img_root).as_posix())
+            if layout == "celebamask":
+                labels.append(_celebamask_label(root / "CelebAMask-HQ-mask-anno", int(f.stem), hr_size))
+        if not hr:
+            raise PKDNError(f"none of the {len(files)} images under {img_root} could be read")
+        if skipped:
+            print(f"warning: skipped {skipped} unreadable images under {img_root}")
+        data = cls(np.stack(hr), names, np.stack(labels) if labels else None)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            arrays = {"hr": data.hr, "names": np.array(names)}
+            if data.labels is not None:
+                arrays["labels"] = data.labels
+            np.savez(tmp, **arrays)
+            os.replace(tmp, cache)
+        return data
+
+
+def split_indices(n: int, num_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split of ``range(n)``: (train_idx, val_idx), both sorted."""
+    if not 0 <= num_val < n:
+        raise PKDNError(f"num_val={num_val} must be in [0, {n})")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[num_val:]), np.sort(perm[:num_val])
+
+
+class BatchSampler:
+    """Seeded random batches of (LR, HR[, prior]) tensors; batch ``step`` is a pure function of
+    ``(seed, step)``, so resuming a run reproduces exactly the batches it would have seen.
+
+    Args:
+        hr: (N,H,W,3) uint8 RGB faces.
+        scale: SR factor.
+        degradation: ``"bicubic"`` (paper protocol, LR precomputed) or ``"webcam"``.
+        priors: optional (N,K,H,W) uint8 soft parsing maps (0..255) for the teacher.
+        flip: random horizontal flips (prior channels of left/right regions are swapped too).
+    """
+
+    def __init__(
+        self, hr: np.ndarray, scale: int, degradation: str = "bicubic", priors: np.ndarray | None = None,
+        flip: bool = True, seed: int = 0,
+    ) -> None:
+        if degradation not in ("bicubic", "webcam"):
+            raise PKDNError(f"unknown degradation {degradation!r}; choose 'bicubic' or 'webcam'")
+        self.hr, self.scale, self.degradation = hr, scale, degradation
+        self.priors, self.flip, self.seed = priors, flip, seed
+        self.lr = np.stack([bicubic_down(x, scale) for x in hr]) if degradation == "bicubic" else None
+        self.webcam = WebcamDegradation()
+
+    def __len__(self) -> int:
+        return len(self.hr)
+
+    def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
+        """→ ``{"lr": (B,3,h,w), "hr": (B,3,H,W)[, "prior": (B,K,H,W)]}`` float32 in [0, 1]."""
+        rng = np.random.default_rng([self.seed, step])
+        idx = rng.integers(0, len(self.hr), batch_size)
+        flips = rng.random(batch_size) < 0.5 if self.flip else np.zeros(batch_size, bool)
+        hr = self.hr[idx]
+        if self.lr is not None:
+            lr = self.lr[idx]
+        else:
+            lr = np.stack([self.webcam(x, self.scale, rng) for x in hr])
+        hr = np.where(flips[:, None, None, None], hr[:, :, ::-1], hr)
+        lr = np.where(flips[:, None, None, None], lr[:, :, ::-1], lr)
+        out = {"lr": to_tensor(lr), "hr": to_tensor(hr)}
+        if self.priors is not None:
+            p = self.priors[idx].copy()
+            for a, b in FLIP_PAIRS:
+                p[flips, a], p[flips, b] = self.priors[idx][flips, b], self.priors[idx][flips, a]
+            p = np.where(flips[:, None, None, None], p[..., ::-1], p)
+            out["prior"] = torch.from_numpy(np.ascontiguousarray(p)).float().div_(255.0)
+        return out
+
+
+def to_tensor(x: np.ndarray) -> torch.Tensor:
+    """(N,H,W,3) uint8 → (N,3,H,W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N,3,H,W) float in [0, 1] → (N,H,W,3) uint8 (clamped, rounded)."""
+    return x.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def read_manifest_sources(root: Path) -> dict[str, str]:
+    """``file → source`` from a ``MANIFEST.csv`` beside the images, when there is one."""
+    m = root / "MANIFEST.csv"
+    if not m.exists():
+        return {}
+    with m.open(newline="") as fh:
+        return {row["file"]: row.get("source", "") for row in csv.DictReader(fh)}

@@ -1,0 +1,117 @@
+"""``pkdn-train eval``: PSNR/SSIM of checkpoints against bicubic on aligned HR faces + a grid image.
+
+Protocol (``../shared/design/PKDN.md`` §4): LR = PIL bicubic ↓s (antialiased), bicubic baseline =
+PIL bicubic ↑s, metrics on the Y channel; both the CTCNet (no crop) and DIC (8-px crop) columns.
+Teachers are evaluated with landmark priors computed from the HR face (their upper reference).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pkdn_edge.errors import PKDNError
+from pkdn_edge.metrics import evaluate_pair
+from pkdn_edge.models.checkpoint import load_model
+
+from .data import FaceData, to_tensor, to_uint8
+from .degradations import bicubic_down, bicubic_up
+
+METRIC_KEYS = ("psnr_ctcnet", "ssim_ctcnet", "psnr_dic", "ssim_dic")
+
+
+def _mean_metrics(outs: np.ndarray, hr: np.ndarray) -> dict[str, float]:
+    per = [evaluate_pair(o, h) for o, h in zip(outs, hr)]
+    return {k: float(np.mean([m[k] for m in per])) for k in METRIC_KEYS}
+
+
+@torch.no_grad()
+def super_resolve(model, hr: np.ndarray, scale: int, priors: np.ndarray | None = None, batch: int = 32) -> np.ndarray:
+    """Run ``model`` on the protocol LR of faces (N,H,W,3) uint8 RGB → SR (N,H,W,3) uint8."""
+    outs = []
+    for i in range(0, len(hr), batch):
+        lr = to_tensor(np.stack([bicubic_down(x, scale) for x in hr[i : i + batch]]))
+        p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255)
+        sr = model(lr, p)
+        if not torch.isfinite(sr).all():
+            raise PKDNError("the model produced NaN/Inf outputs: the checkpoint is broken")
+        outs.append(to_uint8(sr))
+    return np.concatenate(outs)
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    bar = np.full((18, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, img], axis=0)
+
+
+def make_grid(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Columns of faces (name → (N,H,W,3) RGB) → one labelled RGB grid image with ``n`` rows."""
+    cols = []
+    for name, faces in columns.items():
+        col = np.concatenate(list(faces[:n]), axis=0)
+        cols.append(_label(col, name))
+    return np.concatenate([np.pad(c, ((0, 0), (0, 2), (0, 0)), constant_values=255) for c in cols], axis=1)
+
+
+def run_eval(
+    weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2
+) -> dict:
+    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}.png`` under ``out``."""
+    torch.set_num_threads(threads)
+    data = FaceData.load(faces)
+    hr = data.hr
+    models = []
+    for w in weights:
+        model, meta = load_model(w)
+        if scale is not None and model.cfg.scale != scale:
+            raise PKDNError(f"{w} is a ×{model.cfg.scale} model, not ×{scale}")
+        models.append((w, model))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict] = []
+    grids: dict[int, dict[str, np.ndarray]] = {}
+    for s in sorted({m.cfg.scale for _, m in models}):
+        lr = np.stack([bicubic_down(x, s) for x in hr])
+        bic = np.stack([bicubic_up(x, s) for x in lr])
+        base = _mean_metrics(bic, hr)
+        rows.append({"scale": s, "model": "bicubic", "weights": "", **base, "gain_db": 0.0})
+        grid = {f"LR x{s}": np.stack([cv2.resize(x, hr.shape[1:3][::-1], interpolation=cv2.INTER_NEAREST) for x in lr]),
+                "bicubic": bic}
+        for w, model in ((w, m) for w, m in models if m.cfg.scale == s):
+            priors = None
+            if model.cfg.role == "teacher":
+                from .priors import compute_priors
+
+                priors = compute_priors(np.ascontiguousarray(hr[..., ::-1]), cache_dir=None)
+            sr = super_resolve(model, hr, s, priors)
+            m = _mean_metrics(sr, hr)
+            name = f"{model.cfg.role} ({Path(w).parent.name or Path(w).stem})"
+            rows.append({"scale": s, "model": name, "weights": w, **m, "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
+            grid[name] = sr
+        grid["HR"] = hr
+        grids[s] = grid
+        cv2.imwrite(str(out_dir / f"grid_x{s}.png"), make_grid(grid, grid_faces)[..., ::-1])
+
+    report = {"faces": str(faces), "num_faces": len(hr), "protocols": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"Evaluated on {len(hr)} faces from `{faces}` (LR = PIL bicubic ↓s; Y channel).",
+        "",
+        "| scale | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) | gain vs bicubic |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| ×{r['scale']} | {r['model']} | {r['psnr_ctcnet']:.2f} | {r['ssim_ctcnet']:.4f} | "
+            f"{r['psnr_dic']:.2f} | {r['ssim_dic']:.4f} | {r['gain_db']:+.2f} dB |"
+        )
+    (out_dir / "eval.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out_dir / 'eval.md'}, {out_dir / 'eval.json'} and grid images in {out_dir}")
+    return report

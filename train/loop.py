@@ -1,0 +1,243 @@
+"""The training loop shared by teacher and student runs.
+
+* Teacher: L1(SR_t, HR) with the K-channel parsing prior as a second input.
+* Student: ``w_pixel·L1(SR_s, HR) + w_feat(step)·mean_k L1(F_s^k, F_t^k) + w_out·L1(SR_s, SR_t)``
+  against a frozen teacher; with no ``teacher`` it is the no-distillation ablation.
+
+Checkpoints (``last.pt`` every ``ckpt_every`` steps, ``best.pt`` on the best validation PSNR) are
+written atomically and hold everything needed to resume bit-exactly: the batch of step ``k`` is a
+pure function of ``(seed, k)`` and the learning rate a pure function of ``k``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pkdn_edge.errors import PKDNError
+from pkdn_edge.metrics import psnr
+from pkdn_edge.models import PKDN, create_model
+from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint, save_atomic
+
+from .config import TrainConfig
+from .data import BatchSampler, FaceData, split_indices, to_tensor, to_uint8
+from .degradations import bicubic_down
+from .losses import FeatureAdapters, feat_weight, feature_distillation
+
+LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "val_psnr", "elapsed_s"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PKDNError("device=cuda but CUDA is not available; use device=auto or cpu")
+    return torch.device(name)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay from ``cfg.lr`` to ``cfg.lr_min`` at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def load_priors(data: FaceData, cfg: TrainConfig) -> np.ndarray:
+    """(N,K,H,W) uint8 soft parsing maps for ``data``: from labels or from the landmark model."""
+    from . import priors as P
+
+    if cfg.prior_source == "labels":
+        if data.labels is None:
+            raise PKDNError("prior_source=labels needs a labelled layout (layout=celebamask)")
+        return np.stack([(P.celebamask_to_regions(lab) * 255).astype(np.uint8) for lab in data.labels])
+    if cfg.prior_source == "landmarks":
+        return P.compute_priors(np.ascontiguousarray(data.hr[..., ::-1]), cfg.cache_dir)
+    raise PKDNError(f"unknown prior_source {cfg.prior_source!r}; choose 'landmarks' or 'labels'")
+
+
+@torch.no_grad()
+def validate(
+    model: PKDN, hr: np.ndarray, scale: int, device: torch.device, priors: np.ndarray | None = None, batch: int = 64
+) -> float:
+    """Mean Y-PSNR (CTCNet protocol: PIL bicubic ↓s, no crop) of ``model`` on faces (N,H,W,3)."""
+    model.eval()
+    scores = []
+    for i in range(0, len(hr), batch):
+        h = hr[i : i + batch]
+        lr = to_tensor(np.stack([bicubic_down(x, scale) for x in h])).to(device)
+        p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255).to(device)
+        sr = to_uint8(model(lr, p))
+        scores += [psnr(s, r) for s, r in zip(sr, h)]
+    model.train()
+    return float(np.mean(scores))
+
+
+class Trainer:
+    """One run: builds data, model, optimiser; resumes from ``<out>/last.pt`` when it exists."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
+        tr, va = split_indices(len(data), cfg.num_val, cfg.seed)
+        self.train_data, self.val_data = data.subset(tr), data.subset(va)
+
+        self.teacher: PKDN | None = None
+        if cfg.role == "student" and cfg.teacher:
+            self.teacher, _ = load_model(cfg.teacher)
+            if self.teacher.cfg.scale != cfg.scale or self.teacher.cfg.role != "teacher":
+                raise PKDNError(
+                    f"{cfg.teacher} is a ×{self.teacher.cfg.scale} {self.teacher.cfg.role}; need a ×{cfg.scale} teacher"
+                )
+            self.teacher.to(self.device).eval().requires_grad_(False)
+        needs_priors = cfg.role == "teacher" or self.teacher is not None
+        self.priors = load_priors(self.train_data, cfg) if needs_priors else None
+        self.val_priors = load_priors(self.val_data, cfg) if cfg.role == "teacher" else None
+
+        self.sampler = BatchSampler(self.train_data.hr, cfg.scale, cfg.degradation, self.priors, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
+        self.model = create_model(cfg.preset, cfg.scale, cfg.role, **overrides).to(self.device)
+        self.adapters = None
+        params = list(self.model.parameters())
+        if self.teacher is not None:
+            self.adapters = FeatureAdapters(self.model.feature_channels, self.teacher.feature_channels).to(self.device)
+            params += list(self.adapters.parameters())
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        self.step = 0
+        self.best = -math.inf
+        self._resume()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "config": self.model.cfg.to_dict(),
+            "train": self.cfg.to_dict(),
+            "optimizer": self.opt.state_dict(),
+            "adapters": self.adapters.state_dict() if self.adapters is not None else {},
+            "step": self.step,
+            "best": self.best,
+            "meta": {"step": self.step, "best_val_psnr": self.best},
+        }
+
+    def _resume(self) -> None:
+        last = self.out / "last.pt"
+        if not last.exists():
+            return
+        ckpt = read_checkpoint(last)
+        if ckpt["config"] != self.model.cfg.to_dict():
+            raise PKDNError(f"{last} was trained with a different model config; use a new `out` folder")
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if self.adapters is not None and ckpt.get("adapters"):
+            self.adapters.load_state_dict(ckpt["adapters"])
+        self.step, self.best = int(ckpt["step"]), float(ckpt["best"])
+        self._trim_log()
+        print(f"resumed {last} at step {self.step}")
+
+    def _trim_log(self) -> None:
+        log = self.out / "log.csv"
+        if not log.exists():
+            return
+        with log.open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= self.step]
+        with log.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def _log(self, row: dict) -> None:
+        log = self.out / "log.csv"
+        new = not log.exists()
+        with log.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, LOG_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        lr_now = learning_rate(step, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_now
+        b = {k: v.to(self.device) for k, v in self.sampler.batch(step, cfg.batch_size).items()}
+        prior = b.get("prior") if cfg.role == "teacher" else None
+        sr, feats = self.model.forward_features(b["lr"], prior)
+        l1 = F.l1_loss(sr, b["hr"])
+        loss = cfg.w_pixel * l1
+        stats = {"l1": l1.item(), "lr": lr_now}
+        if self.teacher is not None:
+            with torch.no_grad():
+                sr_t, feats_t = self.teacher.forward_features(b["lr"], b["prior"])
+            fd = feature_distillation(self.adapters(feats), feats_t)
+            od = F.l1_loss(sr, sr_t)
+            loss = loss + feat_weight(step, cfg.w_feat, cfg.w_feat_end, cfg.feat_decay_steps) * fd + cfg.w_out * od
+            stats.update(feat=fd.item(), out=od.item())
+        if not torch.isfinite(loss):
+            raise PKDNError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        stats["loss"] = loss.item()
+        return stats
+
+    def run(self, stop_at: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
+        """Train until ``cfg.steps`` (or ``stop_at`` / ``max_minutes``, checkpointing before leaving)."""
+        cfg = self.cfg
+        end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+        t0 = time.time()
+        deadline = t0 + 60 * max_minutes if max_minutes else math.inf
+        bar = tqdm(total=end, initial=self.step, disable=not progress, desc=f"{cfg.role} ×{cfg.scale}", dynamic_ncols=True)
+        acc: dict[str, list[float]] = {}
+        self.model.train()
+        try:
+            while self.step < end:
+                stats = self.train_step(self.step)
+                self.step += 1
+                bar.update(1)
+                for k, v in stats.items():
+                    acc.setdefault(k, []).append(v)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    row = {k: f"{np.mean(v):.5g}" for k, v in acc.items()}
+                    row.update(step=self.step, elapsed_s=f"{time.time() - t0:.1f}")
+                    bar.set_postfix(loss=row["loss"])
+                    acc.clear()
+                    if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                        row["val_psnr"] = f"{self.validate():.3f}"
+                        bar.write(f"step {self.step}: val PSNR {row['val_psnr']} dB (best {self.best:.3f})")
+                    self._log(row)
+                if self.step % cfg.ckpt_every == 0:
+                    save_atomic(self._state(), self.out / "last.pt")
+                if time.time() > deadline:
+                    bar.write(f"time box of {max_minutes} min reached at step {self.step}")
+                    break
+        finally:
+            bar.close()
+            save_atomic(self._state(), self.out / "last.pt")
+        summary = {"step": self.step, "steps": cfg.steps, "best_val_psnr": self.best, "done": self.step >= cfg.steps}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def validate(self) -> float:
+        score = validate(self.model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors)
+        if score > self.best:
+            self.best = score
+            export_weights(self.model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "train": self.cfg.to_dict()})
+        return score

@@ -1,0 +1,35 @@
+"""PKDN losses: L1 reconstruction plus feature and output distillation from a frozen teacher."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureAdapters(nn.Module):
+    """1×1 convs mapping student features to the teacher's widths (identity where they match)."""
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int]) -> None:
+        super().__init__()
+        if len(student_channels) != len(teacher_channels):
+            raise ValueError("student and teacher must expose the same number of distilled features")
+        self.maps = nn.ModuleList(
+            nn.Identity() if cs == ct else nn.Conv2d(cs, ct, 1) for cs, ct in zip(student_channels, teacher_channels)
+        )
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [m(f) for m, f in zip(self.maps, feats)]
+
+
+def feature_distillation(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over stages of L1(F_s^k, F_t^k); every pair has the same shape (B,C_k,h_k,w_k)."""
+    return torch.stack([F.l1_loss(s, t) for s, t in zip(student, teacher)]).mean()
+
+
+def feat_weight(step: int, start: float, end: float, decay_steps: int) -> float:
+    """Linear decay of the feature-distillation weight from ``start`` to ``end`` over ``decay_steps``."""
+    if decay_steps <= 0:
+        return end
+    t = min(step / decay_steps, 1.0)
+    return start + (end - start) * t
