@@ -21,6 +21,8 @@ class TrainConfig:
     preset: str = "edge"             # model preset: "edge" or "paper"
     scale: int = 4                   # 4 (32→128) or 8 (16→128)
     model: dict = field(default_factory=dict)  # PKDNConfig field overrides, e.g. {widths: [32, 48], depth: 1}
+    init: str = ""                   # start from this checkpoint (its architecture wins over preset/model),
+                                     # e.g. a pruned student to fine-tune
     # data
     data: str = "../shared/faces/train"
     layout: str = "aligned"          # "aligned", "celeba" or "celebamask" (see pkdn_edge.train.data)

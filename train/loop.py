@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.metrics import psnr
-from pkdn_edge.models import PKDN, create_model
+from pkdn_edge.models import PKDN, PKDNConfig, create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint, save_atomic
 
 from .config import TrainConfig
@@ -109,8 +109,14 @@ class Trainer:
 
         self.sampler = BatchSampler(self.train_data.hr, cfg.scale, cfg.degradation, self.priors, seed=cfg.seed)
         torch.manual_seed(cfg.seed)
-        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
-        self.model = create_model(cfg.preset, cfg.scale, cfg.role, **overrides).to(self.device)
+        if cfg.init:
+            self.model, _ = load_model(cfg.init)
+            if self.model.cfg.scale != cfg.scale or self.model.cfg.role != cfg.role:
+                raise PKDNError(f"init checkpoint {cfg.init} is a ×{self.model.cfg.scale} {self.model.cfg.role}")
+            self.model.to(self.device).train()
+        else:
+            overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
+            self.model = create_model(cfg.preset, cfg.scale, cfg.role, **overrides).to(self.device)
         self.adapters = None
         params = list(self.model.parameters())
         if self.teacher is not None:
@@ -139,7 +145,7 @@ class Trainer:
         if not last.exists():
             return
         ckpt = read_checkpoint(last)
-        if ckpt["config"] != self.model.cfg.to_dict():
+        if PKDNConfig.from_dict(ckpt["config"]) != self.model.cfg:
             raise PKDNError(f"{last} was trained with a different model config; use a new `out` folder")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])

@@ -44,3 +44,27 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
             h.remove()
     batch = inputs[0].shape[0]
     return total // batch
+
+
+def preset_table() -> str:
+    """Markdown table of params and MACs (per 128×128 output face) of every preset/scale/role."""
+    from .pkdn import NUM_PRIOR_CHANNELS, PRESETS, create_model
+
+    lines = ["| preset | scale | role | input | params (M) | GMACs / face |", "|---|---|---|---|---|---|"]
+    for preset in PRESETS:
+        for scale in (4, 8):
+            for role in ("student", "teacher"):
+                m = create_model(preset, scale, role)
+                h = 128 // scale
+                args = [torch.rand(1, 3, h, h)]
+                if role == "teacher":
+                    args.append(torch.rand(1, NUM_PRIOR_CHANNELS, 128, 128))
+                lines.append(
+                    f"| {preset} | ×{scale} | {role} | {h}×{h}" + (" + prior 11×128×128" if role == "teacher" else "")
+                    + f" | {count_params(m) / 1e6:.3f} | {count_macs(m, *args) / 1e9:.3f} |"
+                )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(preset_table())

@@ -52,6 +52,8 @@ class PKDNConfig:
         prior_channels: K, channels of the parsing prior (teacher only; 0 = student).
         prior_width: channels of the prior features fed to each fusion block.
         reduction: channel-attention reduction ratio.
+        mid_ratio: inner width of every residual block as a fraction of its stage width
+            (1.0 = square blocks; structured pruning lowers it).
     """
 
     scale: int = 4
@@ -62,6 +64,7 @@ class PKDNConfig:
     prior_channels: int = 0
     prior_width: int = 16
     reduction: int = 4
+    mid_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
@@ -72,6 +75,10 @@ class PKDNConfig:
     @property
     def role(self) -> Role:
         return "teacher" if self.prior_channels > 0 else "student"
+
+    def mid(self, width: int) -> int:
+        """Inner width of a residual block in a stage of ``width`` channels."""
+        return max(1, round(width * self.mid_ratio))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -275,7 +282,7 @@ class PKDN(nn.Module):
         self.stem = conv3x3(3, w[0])
         self.downs = nn.ModuleList(Downsample(w[i - 1], w[i]) for i in range(1, n))
         self.enc_blocks = nn.ModuleList(
-            nn.Sequential(*(ResBlock(w[i]) for _ in range(cfg.depth))) for i in range(n)
+            nn.Sequential(*(ResBlock(w[i], cfg.mid(w[i])) for _ in range(cfg.depth))) for i in range(n)
         )
         self.fusions = nn.ModuleList(
             ParsingFusionBlock(w[i], cfg.prior_width if cfg.prior_channels else 0, cfg.reduction)
@@ -284,12 +291,12 @@ class PKDN(nn.Module):
         self.prior_encoder = (
             PriorEncoder(cfg.prior_channels, cfg.prior_width, cfg.scale, n) if cfg.prior_channels else None
         )
-        self.bottleneck = nn.Sequential(*(ResBlock(w[-1]) for _ in range(cfg.bottleneck_depth)))
+        self.bottleneck = nn.Sequential(*(ResBlock(w[-1], cfg.mid(w[-1])) for _ in range(cfg.bottleneck_depth)))
         # decoder stage i (i = n-2 .. 0) goes from width w[i+1] at grid i+1 to w[i] at grid i
         self.ups = nn.ModuleList(Upsample(w[i + 1], w[i]) for i in range(n - 1))
         self.ffbs = nn.ModuleList(FeatureFusionBlock(w, w[i]) for i in range(n - 1))
         self.dec_blocks = nn.ModuleList(
-            nn.Sequential(*(ResBlock(w[i]) for _ in range(cfg.depth))) for i in range(n - 1)
+            nn.Sequential(*(ResBlock(w[i], cfg.mid(w[i])) for _ in range(cfg.depth))) for i in range(n - 1)
         )
         self.upsampler = Upsampler(w[0], cfg.refine_width, cfg.scale)
 
