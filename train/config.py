@@ -27,6 +27,7 @@ class TrainConfig:
     data: str = "../shared/faces/train"
     layout: str = "aligned"          # "aligned", "celeba" or "celebamask" (see pkdn_edge.train.data)
     degradation: str = "bicubic"     # "bicubic" (paper protocol) or "webcam" (blur/noise/JPEG mix)
+    augment: bool = True             # photometric + small similarity jitter (see BatchSampler)
     prior_source: str = "landmarks"  # teacher priors: "landmarks" (dlib 68 points) or "labels" (celebamask)
     num_val: int = 256               # faces held out of `data` for validation / model selection
     data_limit: int = 0              # use only the first N images (0 = all); for smoke tests

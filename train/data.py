@@ -39,8 +39,10 @@ CELEBAMASK_PARTS = (
 FLIP_PAIRS = ((2, 3), (4, 5))
 
 
-def list_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+def list_images(root: Path, recursive: bool = True) -> list[Path]:
+    """Image files under ``root`` (sorted); ``recursive=False`` ignores sub-folders (e.g. ``parsing/``)."""
+    it = root.rglob("*") if recursive else root.glob("*")
+    return sorted(p for p in it if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
 def _to_square(img: np.ndarray, size: int, layout: str) -> np.ndarray:
@@ -92,7 +94,7 @@ class FaceData:
     @classmethod
     def load(
         cls, root: str | Path, layout: str = "aligned", hr_size: int = 128, cache_dir: str | Path | None = None,
-        limit: int | None = None,
+        limit: int | None = None, recursive: bool = True,
     ) -> "FaceData":
         root = Path(root)
         if layout not in LAYOUTS:
@@ -100,13 +102,13 @@ class FaceData:
         img_root = root / "CelebA-HQ-img" if layout == "celebamask" else root
         if not img_root.is_dir():
             raise PKDNError(f"face folder not found: {img_root}")
-        files = list_images(img_root)
+        files = list_images(img_root, recursive)
         if limit:
             files = files[:limit]
         if not files:
             raise PKDNError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {img_root}")
         key = hashlib.sha1(
-            f"{img_root.resolve()}|{layout}|{hr_size}|{len(files)}|{files[0].name}|{files[-1].name}".encode()
+            f"{img_root.resolve()}|{layout}|{hr_size}|{recursive}|{len(files)}|{files[0].name}|{files[-1].name}".encode()
         ).hexdigest()[:16]
         cache = Path(cache_dir) / f"faces_{key}.npz" if cache_dir else None
         if cache is not None and cache.exists():
@@ -161,17 +163,21 @@ class BatchSampler:
         degradation: ``"bicubic"`` (paper protocol, LR precomputed) or ``"webcam"``.
         priors: optional (N,K,H,W) uint8 soft parsing maps (0..255) for the teacher.
         flip: random horizontal flips (prior channels of left/right regions are swapped too).
+        augment: photometric jitter (brightness, contrast, saturation) on every face and, for half
+            of them, a small similarity jitter (±4°, ±5 % scale, ±2 px; priors warped alike), with
+            the LR made on the fly from the jittered HR.
     """
 
     def __init__(
         self, hr: np.ndarray, scale: int, degradation: str = "bicubic", priors: np.ndarray | None = None,
-        flip: bool = True, seed: int = 0,
+        flip: bool = True, augment: bool = True, seed: int = 0,
     ) -> None:
         if degradation not in ("bicubic", "webcam"):
             raise PKDNError(f"unknown degradation {degradation!r}; choose 'bicubic' or 'webcam'")
         self.hr, self.scale, self.degradation = hr, scale, degradation
-        self.priors, self.flip, self.seed = priors, flip, seed
-        self.lr = np.stack([bicubic_down(x, scale) for x in hr]) if degradation == "bicubic" else None
+        self.priors, self.flip, self.augment, self.seed = priors, flip, augment, seed
+        precompute = degradation == "bicubic" and not augment
+        self.lr = np.stack([bicubic_down(x, scale) for x in hr]) if precompute else None
         self.webcam = WebcamDegradation()
 
     def __len__(self) -> int:
@@ -183,20 +189,51 @@ class BatchSampler:
         idx = rng.integers(0, len(self.hr), batch_size)
         flips = rng.random(batch_size) < 0.5 if self.flip else np.zeros(batch_size, bool)
         hr = self.hr[idx]
+        pri = None if self.priors is None else self.priors[idx]
+        if self.augment:
+            hr, pri = _augment(hr, pri, rng)
         if self.lr is not None:
             lr = self.lr[idx]
+        elif self.degradation == "bicubic":
+            lr = np.stack([bicubic_down(x, self.scale) for x in hr])
         else:
             lr = np.stack([self.webcam(x, self.scale, rng) for x in hr])
         hr = np.where(flips[:, None, None, None], hr[:, :, ::-1], hr)
         lr = np.where(flips[:, None, None, None], lr[:, :, ::-1], lr)
         out = {"lr": to_tensor(lr), "hr": to_tensor(hr)}
-        if self.priors is not None:
-            p = self.priors[idx].copy()
+        if pri is not None:
+            p = pri.copy()
             for a, b in FLIP_PAIRS:
-                p[flips, a], p[flips, b] = self.priors[idx][flips, b], self.priors[idx][flips, a]
+                p[flips, a], p[flips, b] = pri[flips, b], pri[flips, a]
             p = np.where(flips[:, None, None, None], p[..., ::-1], p)
             out["prior"] = torch.from_numpy(np.ascontiguousarray(p)).float().div_(255.0)
         return out
+
+
+def _augment(
+    hr: np.ndarray, priors: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Photometric + (half the time) similarity jitter of HR faces (N,H,W,3) and their priors (N,K,H,W)."""
+    n, h, w = hr.shape[:3]
+    out = np.empty_like(hr)
+    pout = None if priors is None else np.empty_like(priors)
+    for i in range(n):
+        x = hr[i]
+        p = None if priors is None else priors[i]
+        if rng.random() < 0.5:
+            m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), rng.uniform(-4, 4), rng.uniform(0.95, 1.05))
+            m[:, 2] += rng.uniform(-2, 2, 2)
+            x = cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+            if p is not None:
+                p = np.stack([cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for c in p])
+        f = x.astype(np.float32)
+        gray = f.mean(axis=2, keepdims=True)
+        f = gray + (f - gray) * rng.uniform(0.85, 1.15)  # saturation
+        f = (f - f.mean()) * rng.uniform(0.9, 1.1) + f.mean() * rng.uniform(0.9, 1.1)  # contrast, brightness
+        out[i] = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        if pout is not None:
+            pout[i] = p
+    return out, pout
 
 
 def to_tensor(x: np.ndarray) -> torch.Tensor:

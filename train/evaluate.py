@@ -63,7 +63,7 @@ def run_eval(
 ) -> dict:
     """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}.png`` under ``out``."""
     torch.set_num_threads(threads)
-    data = FaceData.load(faces)
+    data = FaceData.load(faces, recursive=False)  # eval/parsing/ holds label maps, not faces
     hr = data.hr
     models = []
     for w in weights:

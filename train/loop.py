@@ -107,7 +107,9 @@ class Trainer:
         self.priors = load_priors(self.train_data, cfg) if needs_priors else None
         self.val_priors = load_priors(self.val_data, cfg) if cfg.role == "teacher" else None
 
-        self.sampler = BatchSampler(self.train_data.hr, cfg.scale, cfg.degradation, self.priors, seed=cfg.seed)
+        self.sampler = BatchSampler(
+            self.train_data.hr, cfg.scale, cfg.degradation, self.priors, augment=cfg.augment, seed=cfg.seed
+        )
         torch.manual_seed(cfg.seed)
         if cfg.init:
             self.model, _ = load_model(cfg.init)

@@ -12,7 +12,7 @@ Skeleton (both roles)::
                       ▼                               ▼                      ││
               FFB (all e_j resampled) ◄──── up ◄── [decoder stage] ◄────────┘│
                       │ d0                                                    │
-                      └──► upsampler (×2 refine, pixel-shuffle to ×s) ────────┘
+                      └──► upsampler (log2 s × [pixel-shuffle ×2, conv]) ──────┘
 
 * The encoder works on the LR grid (h×w) and halves it at every stage, so MACs scale with the LR
   size: ×8 (16→128) costs about a quarter of ×4 (32→128) for the same widths.
@@ -48,7 +48,7 @@ class PKDNConfig:
         widths: channels of encoder stages 0..n-1 (stage i runs at the LR grid / 2**i).
         depth: residual blocks per encoder/decoder stage.
         bottleneck_depth: residual blocks at the coarsest scale.
-        refine_width: channels of the ×2 refinement step of the upsampler.
+        refine_width: channels of the upsampler's first ×2 step (halved at each further step, ≥ 8).
         prior_channels: K, channels of the parsing prior (teacher only; 0 = student).
         prior_width: channels of the prior features fed to each fusion block.
         reduction: channel-attention reduction ratio.
@@ -60,7 +60,7 @@ class PKDNConfig:
     widths: tuple[int, ...] = (48, 64, 96)
     depth: int = 2
     bottleneck_depth: int = 2
-    refine_width: int = 24
+    refine_width: int = 32
     prior_channels: int = 0
     prior_width: int = 16
     reduction: int = 4
@@ -243,26 +243,30 @@ class PriorEncoder(nn.Module):
 
 
 class Upsampler(nn.Module):
-    """LR-grid features → RGB residual at ×s.
+    """LR-grid features → RGB residual at ×s, progressively.
 
-    Pixel-shuffle ×2 to a refinement grid (one conv3×3 + ReLU), then conv3×3 to 3·(s/2)² channels
-    and pixel-shuffle to the HR grid. (B,C,h,w) → feature (B,R,2h,2w), residual (B,3,sh,sw).
+    ``log2(s)`` steps of [conv1×1 + pixel-shuffle ×2, conv3×3, ReLU]; step ``k`` has
+    ``max(R / 2**k, 8)`` channels, so the cost per step stays flat while the grid grows; a final
+    conv3×3 maps to RGB on the HR grid. (B,C,h,w) → first-step feature (B,R,2h,2w) (distilled),
+    residual (B,3,sh,sw).
     """
 
     def __init__(self, cin: int, width: int, scale: int) -> None:
         super().__init__()
-        self.up = Upsample(cin, width)
-        self.refine = conv3x3(width, width)
+        steps = scale.bit_length() - 1
+        self.widths = [max(width >> k, 8) for k in range(steps)]
+        chans = [cin] + self.widths
+        self.ups = nn.ModuleList(Upsample(chans[k], chans[k + 1]) for k in range(steps))
+        self.refines = nn.ModuleList(conv3x3(c, c) for c in self.widths)
         self.act = nn.ReLU(inplace=True)
-        self.rest = scale // 2
-        self.to_rgb = conv3x3(width, 3 * self.rest * self.rest)
+        self.to_rgb = conv3x3(self.widths[-1], 3)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.act(self.refine(self.up(x)))
-        rgb = self.to_rgb(f)
-        if self.rest > 1:
-            rgb = F.pixel_shuffle(rgb, self.rest)
-        return f, rgb
+        first = None
+        for up, refine in zip(self.ups, self.refines):
+            x = self.act(refine(up(x)))
+            first = x if first is None else first
+        return first, self.to_rgb(x)
 
 
 class PKDN(nn.Module):
@@ -342,7 +346,7 @@ class PKDN(nn.Module):
 
 PRESETS: dict[str, PKDNConfig] = {
     # sized for a real-time webcam loop on 2 CPU cores / a Jetson after INT8
-    "edge": PKDNConfig(widths=(48, 64, 96), depth=2, bottleneck_depth=2, refine_width=24, prior_width=16),
+    "edge": PKDNConfig(widths=(48, 64, 96), depth=2, bottleneck_depth=2, refine_width=32, prior_width=16),
     # KDFSRNet-like capacity (64 channels, deeper stages) for GPU users
     "paper": PKDNConfig(widths=(64, 64, 64, 64), depth=4, bottleneck_depth=4, refine_width=64, prior_width=32),
 }

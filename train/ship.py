@@ -1,0 +1,109 @@
+"""Ship a trained student: fp16 weights + model card into ``pkdn_edge/weights/``.
+
+    python -m pkdn_edge.train.ship --run runs/edge_x8_student --faces ../shared/faces/eval \
+        --command "pkdn-train student --config train/configs/edge_x8_student.yaml"
+
+The card records the data, steps, wall time and hardware of the run (from its ``log.csv`` and
+``summary.json``), the evaluation rows of the shipped (fp16-rounded) weights, the reproducing
+commands and the preprocessing contract the runtime relies on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint
+from pkdn_edge.models.complexity import count_macs, count_params
+from pkdn_edge.pretrained import WEIGHTS_DIR
+
+from .evaluate import run_eval
+
+PREPROCESSING = {
+    "input": "LR face aligned to the 5-point template of pkdn_edge.face.align, (B,3,128/s,128/s)",
+    "layout": "NCHW",
+    "color": "RGB",
+    "range": [0.0, 1.0],
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+    "output": "(B,3,128,128) RGB, clamp to [0, 1]",
+}
+
+
+def _wall_time(run: Path) -> float:
+    log = run / "log.csv"
+    if not log.exists():
+        return float("nan")
+    with log.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # elapsed_s restarts at 0 in each resumed session: add the last value of every segment
+    total, prev = 0.0, 0.0
+    for r in rows:
+        e = float(r["elapsed_s"] or 0)
+        if e < prev:
+            total += prev
+        prev = e
+    return total + prev
+
+
+def ship(run: str, faces: str, commands: list[str], name: str | None = None) -> Path:
+    import torch
+
+    run_dir = Path(run)
+    best = run_dir / "best.pt"
+    model, meta = load_model(best)
+    if model.cfg.role != "student":
+        raise PKDNError(f"{best} is a {model.cfg.role}; only students are shipped")
+    train_cfg = meta.get("train") or read_checkpoint(run_dir / "last.pt").get("train", {})
+    s = model.cfg.scale
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    out = WEIGHTS_DIR / f"pkdn_edge_x{s}.pt"
+    export_weights(model, out, meta={"name": name or f"pkdn_edge_x{s}", "preset": train_cfg.get("preset", "edge"), "scale": s}, half=True)
+    ev = run_eval([str(out)], faces, f"reports/eval_x{s}_shipped", scale=s)  # the fp16 weights as shipped
+    rows = [r for r in ev["rows"] if r["scale"] == s]
+    h = 128 // s
+    card = {
+        "name": name or f"pkdn_edge_x{s}",
+        "preset": train_cfg.get("preset", "edge"),
+        "scale": s,
+        "params": count_params(model),
+        "macs_per_face": count_macs(model, torch.rand(1, 3, h, h)),
+        "weights_dtype": "float16 (loaded as float32)",
+        "training": {
+            "data": train_cfg.get("data"),
+            "degradation": train_cfg.get("degradation"),
+            "steps": meta.get("step"),
+            "selected_by": "best validation PSNR on num_val faces held out of the training folder",
+            "val_psnr": meta.get("val_psnr"),
+            "teacher": train_cfg.get("teacher"),
+            "wall_time_s": round(_wall_time(run_dir), 1),
+            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {train_cfg.get('threads')}",
+            "config": train_cfg,
+        },
+        "eval": {"faces": ev["faces"], "num_faces": ev["num_faces"], "rows": rows},
+        "commands": commands,
+        "preprocessing": PREPROCESSING,
+        "license_note": "trained on research/non-commercial face data: not for commercial use without checking its terms",
+    }
+    (WEIGHTS_DIR / f"pkdn_edge_x{s}.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"shipped {out} ({out.stat().st_size / 1e6:.2f} MB) and its card")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pkdn_edge.train.ship", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="training run folder holding best.pt")
+    p.add_argument("--faces", default="../shared/faces/eval", help="aligned HR faces to evaluate the shipped weights on")
+    p.add_argument("--command", action="append", default=[], help="a command that reproduces the run (repeatable)")
+    args = p.parse_args(argv)
+    return run_cli(lambda: ship(args.run, args.faces, args.command) and 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
