@@ -11,7 +11,8 @@ channel couplings are few and explicit, so they are listed here once:
   **r² = 4 output channels per kept channel**, ``c·4 + k``) and the downsampling conv out of it
   (pixel-unshuffle: 4 input channels per kept channel).
 * **``M``** the inner channels of each residual block, **``G_i``** the fusion block's guide,
-  **``H_i``** its channel-attention hidden units, **``R``** the upsampler's refinement width.
+  **``H_i``** its channel-attention hidden units, **``R_k``** the width of upsampler step ``k``
+  (pixel-shuffle groups again; step widths halve and never drop below 8).
 
 Importance of a channel is the L2 norm of every weight slice that touches it (its group norm:
 output filters, input slices and biases across all coupled layers). The kept channels are copied
@@ -88,7 +89,7 @@ def channel_importance(model: PKDN) -> dict[str, torch.Tensor]:
                 s += sum(_sq_out(p) for p in ffb.proj) + _sq_out(ffb.mix)
                 s += sum(_sq_in(ffb.mix, offset=b * w[i], size=w[i]) for b in range(n + 1))
         if i == 0:
-            s += _sq_in(model.upsampler.up.conv)
+            s += _sq_in(model.upsampler.ups[0].conv)
         imp[f"S{i}"] = s.sqrt()
         imp[f"G{i}"] = (_sq_out(f.guide) + _sq_in(f.affine) + _sq_in(f.spatial_gate)).sqrt()
         imp[f"H{i}"] = (_sq_out(f.channel_gate.fc1) + _sq_in(f.channel_gate.fc2)).sqrt()
@@ -96,7 +97,9 @@ def channel_importance(model: PKDN) -> dict[str, torch.Tensor]:
         for j, b in enumerate(seq):
             imp[f"M.{name}.{j}"] = (_sq_out(b.conv1) + _sq_in(b.conv2)).sqrt()
     up = model.upsampler
-    imp["R"] = (_sq_out(up.up.conv, group=4) + _sq_in(up.refine) + _sq_out(up.refine) + _sq_in(up.to_rgb)).sqrt()
+    for k, (u, r) in enumerate(zip(up.ups, up.refines)):
+        nxt = _sq_in(up.ups[k + 1].conv) if k + 1 < len(up.ups) else _sq_in(up.to_rgb)
+        imp[f"R{k}"] = (_sq_out(u.conv, group=4) + _sq_in(r) + _sq_out(r) + nxt).sqrt()
     return imp
 
 
@@ -125,7 +128,7 @@ def prune_student(model: PKDN, ratio: float) -> PKDN:
     """Remove ``ratio`` of the channels of every prunable space; returns a new, smaller PKDN.
 
     ``ratio=0.5`` halves every stage width, every residual block's inner width and the upsampler's
-    refinement width (keeping the channels of largest group norm). The input/output interface
+    step widths (down to 8; keeping the channels of largest group norm). The input/output interface
     (LR RGB in, 128×128 RGB out) is unchanged.
     """
     if not 0.0 <= ratio < 1.0:
@@ -135,7 +138,7 @@ def prune_student(model: PKDN, ratio: float) -> PKDN:
     n = len(cfg.widths)
     keep_frac = 1.0 - ratio
     new_w = tuple(max(4, round(c * keep_frac)) for c in cfg.widths)
-    new_r = max(4, round(cfg.refine_width * keep_frac))
+    new_r = max(8, round(cfg.refine_width * keep_frac))
     # residual-block inner widths: same fraction of the *original* width, expressed against the new one
     mid_ratio = cfg.mid_ratio * keep_frac * cfg.widths[0] / new_w[0]
     new_cfg = replace(cfg, widths=new_w, refine_width=new_r, mid_ratio=round(mid_ratio, 6))
@@ -144,7 +147,6 @@ def prune_student(model: PKDN, ratio: float) -> PKDN:
     S = [_keep(imp[f"S{i}"], new_w[i]) for i in range(n)]
     G = [_keep(imp[f"G{i}"], new_w[i]) for i in range(n)]
     H = [_keep(imp[f"H{i}"], slim.fusions[i].channel_gate.fc1.out_channels) for i in range(n)]
-    R = _keep(imp["R"], new_r)
 
     with torch.no_grad():
         _copy_conv(slim.stem, model.stem, S[0], None)
@@ -171,9 +173,13 @@ def prune_student(model: PKDN, ratio: float) -> PKDN:
             mix_in = torch.cat([S[j] + b * cfg.widths[j] for b in range(n + 1)])
             _copy_conv(slim.ffbs[j].mix, model.ffbs[j].mix, S[j], mix_in)
         up_s, up_d = model.upsampler, slim.upsampler
-        _copy_conv(up_d.up.conv, up_s.up.conv, _grouped(R, 4), S[0])
-        _copy_conv(up_d.refine, up_s.refine, R, R)
-        _copy_conv(up_d.to_rgb, up_s.to_rgb, None, R)
+        prev = S[0]
+        for k in range(len(up_s.ups)):
+            r = _keep(imp[f"R{k}"], up_d.widths[k])
+            _copy_conv(up_d.ups[k].conv, up_s.ups[k].conv, _grouped(r, 4), prev)
+            _copy_conv(up_d.refines[k], up_s.refines[k], r, r)
+            prev = r
+        _copy_conv(up_d.to_rgb, up_s.to_rgb, None, prev)
     return slim.train(model.training)
 
 

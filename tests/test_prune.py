@@ -18,7 +18,7 @@ def test_half_pruning_halves_widths_and_keeps_interface(scale):
     assert slim.enc_blocks[0][0].conv1.out_channels == m.cfg.widths[0] // 2
     # pixel-shuffle convs keep r² = 4 outputs per kept channel
     assert slim.ups[0].conv.out_channels == 4 * slim.cfg.widths[0]
-    assert slim.upsampler.up.conv.out_channels == 4 * slim.cfg.refine_width
+    assert slim.upsampler.ups[0].conv.out_channels == 4 * slim.cfg.refine_width
     lr = torch.rand(2, 3, 128 // scale, 128 // scale)
     with torch.no_grad():
         assert slim(lr).shape == (2, 3, 128, 128)
