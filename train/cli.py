@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from pkdn_edge.errors import run_cli
 
 
+def _sigterm_as_interrupt() -> None:
+    """A killed session (SIGTERM) unwinds like Ctrl-C, so the trainer writes last.pt on the way out."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _train(role: str, args: argparse.Namespace) -> int:
     from .config import load_config
     from .loop import Trainer
+
+    _sigterm_as_interrupt()
 
     cfg = load_config(args.config, args.set, role=role)
     summary = Trainer(cfg).run(max_minutes=args.max_minutes, progress=not args.no_progress)
