@@ -15,7 +15,7 @@ sys.meta_path.insert(0, Block())
 RUNTIME_MODULES = ["pkdn_edge", "pkdn_edge.metrics", "pkdn_edge.errors", "pkdn_edge.imageio",
                    "pkdn_edge.face", "pkdn_edge.face.align", "pkdn_edge.face.detector",
                    "pkdn_edge.face.tracking", "pkdn_edge.pipeline", "pkdn_edge.sources", "pkdn_edge.webcam",
-                   "pkdn_edge.pretrained"]
+                   "pkdn_edge.pretrained", "pkdn_edge.manifest", "pkdn_edge.engines"]
 
 
 def test_runtime_imports_without_torch():

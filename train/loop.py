@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def load_priors(data: FaceData, cfg: TrainConfig) -> np.ndarray:
             raise PKDNError("prior_source=labels needs a labelled layout (layout=celebamask)")
         return np.stack([(P.celebamask_to_regions(lab) * 255).astype(np.uint8) for lab in data.labels])
     if cfg.prior_source == "landmarks":
-        return P.compute_priors(np.ascontiguousarray(data.hr[..., ::-1]), cfg.cache_dir)
+        return P.compute_priors(np.ascontiguousarray(data.hr[..., ::-1]), cfg.cache_dir, progress=sys.stderr.isatty())
     raise PKDNError(f"unknown prior_source {cfg.prior_source!r}; choose 'landmarks' or 'labels'")
 
 

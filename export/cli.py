@@ -1,0 +1,101 @@
+"""``pkdn-export``: export a PKDN student to ONNX, OpenVINO, TensorRT (or a torch artifact).
+
+    pkdn-export --target onnx                                   # shipped x4 student, fp32
+    pkdn-export --target openvino --precision int8 --scale 8    # NNCF INT8 on shared/faces/train
+    pkdn-export --target tensorrt --precision int8 --dynamic    # Q/DQ ONNX + trtexec commands
+
+Writes ``exports/<target>_<precision>_x<scale>/`` (model files + ``manifest.json``), verifies it
+against PyTorch and prints a summary table. Bad input → one ``error:`` line, exit code 2, nothing
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pkdn_edge.errors import PKDNError, run_cli
+
+from .formats import FORMATS, TARGETS, format_table
+from .quantize import IGNORE_GROUPS, PRESETS, Int8Settings, parse_ignore
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one PKDNError line (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PKDNError(f"{message} (see pkdn-export --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pkdn-export", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Export a PKDN face super-resolution student for edge runtimes.",
+                epilog="targets:\n" + format_table() + "\n\nINT8 ignored-scope groups: "
+                       + ", ".join(f"{k} ({', '.join(v)})" for k, v in IGNORE_GROUPS.items()))
+    p.add_argument("--target", required=True, metavar="|".join(TARGETS), help="export format (table below)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="default: the target's first precision (fp32)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="checkpoint to export (default: the shipped student pkdn_edge/weights/pkdn_edge_x<scale>.pt)")
+    p.add_argument("--scale", type=int, choices=(2, 4, 8), default=None,
+                   help="x4 (32->128) or x8 (16->128); default: the checkpoint's scale, 4 for the shipped one")
+    p.add_argument("--out", type=Path, default=None, help="artifact folder (default exports/<target>_<precision>_x<scale>)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1; engines pad/split)")
+    g.add_argument("--dynamic", action="store_true", help="dynamic batch axis")
+    q = p.add_argument_group("int8")
+    q.add_argument("--calib", type=Path, default=None,
+                   help="aligned 128x128 faces for calibration (default ../shared/faces/train; never faces/eval)")
+    q.add_argument("--calib-size", type=int, default=300, help="calibration faces (default 300)")
+    q.add_argument("--calib-synthetic", action="store_true",
+                   help="calibrate on generated faces (CI/tests without shared/: lower accuracy)")
+    q.add_argument("--int8-preset", choices=PRESETS, default="performance",
+                   help="NNCF preset: performance (symmetric) or mixed (asymmetric activations)")
+    q.add_argument("--ignore", default="edges",
+                   help="ignored-scope groups kept in float, comma-separated, 'none', or 'auto' (try several on "
+                        "held-out training faces, keep the smallest within --max-drop); default edges")
+    q.add_argument("--max-drop", type=float, default=0.1, help="PSNR drop (dB) allowed by --ignore auto")
+    q.add_argument("--subset-size", type=int, default=300, help="NNCF subset_size (faces used for statistics)")
+    q.add_argument("--full-bias-correction", action="store_true", help="NNCF's slower full bias correction")
+    v = p.add_argument_group("verification")
+    v.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
+    v.add_argument("--verify-faces", type=Path, default=None,
+                   help="HR faces for the parity check (default ../shared/faces/eval, else generated faces)")
+    v.add_argument("--verify-synthetic", action="store_true", help="check parity on generated faces")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for export, calibration and verification")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pkdn-export`` / ``python -m pkdn_edge.export``."""
+
+    def body() -> int:
+        from .context import CalibOptions
+        from .exporter import run_export, summary_table
+
+        args = build_parser().parse_args(argv)
+        if args.target not in TARGETS:
+            raise PKDNError(f"unknown target {args.target!r}; choose from {', '.join(f.target for f in FORMATS)}")
+        if args.calib_size < 1 or args.subset_size < 1 or args.threads < 1:
+            raise PKDNError("--calib-size, --subset-size and --threads must be >= 1")
+        auto = args.ignore.strip() == "auto"
+        settings = Int8Settings(preset=args.int8_preset, ignore=() if auto else parse_ignore(args.ignore),
+                                subset_size=args.subset_size, fast_bias_correction=not args.full_bias_correction)
+        calib = CalibOptions(folder=args.calib, size=args.calib_size, synthetic=args.calib_synthetic,
+                             settings=settings, auto_ignore=auto, max_drop=args.max_drop)
+        report = run_export(args.target, args.precision, args.weights, args.scale, args.out,
+                            None if args.dynamic else args.batch, calib, args.threads, not args.no_verify,
+                            args.verify_faces, args.verify_synthetic, args.opset,
+                            log=lambda s: print(s, file=sys.stderr))
+        print(summary_table([report]))
+        for note in report.notes:
+            print(f"note: {note}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""What every target exporter receives (:class:`ExportContext`) and returns (:class:`TargetResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from torch import nn
+
+from .quantize import Int8Settings
+
+
+@dataclass
+class CalibOptions:
+    """INT8 calibration options from the CLI.
+
+    Attributes:
+        folder: aligned faces (None: ``shared/faces/train``).
+        size: calibration faces (``--calib-size``).
+        synthetic: generated faces instead (CI/tests only).
+        settings: NNCF settings; ``auto_ignore`` tries :func:`~.quantize.default_candidates` on
+            held-out faces and keeps the one with the fewest float groups within ``max_drop`` dB.
+    """
+
+    folder: Path | None = None
+    size: int = 300
+    synthetic: bool = False
+    settings: Int8Settings = field(default_factory=Int8Settings)
+    auto_ignore: bool = False
+    max_drop: float = 0.1
+    select_size: int = 64
+
+
+@dataclass
+class ExportContext:
+    """Inputs of one export.
+
+    Attributes:
+        model: the fp32 PyTorch model in eval mode (the reference for verification).
+        scale / lr_size: SR factor and (h, w) of the input.
+        batch: fixed batch, or None for a dynamic batch axis.
+        workdir: the (temporary) artifact folder: every file written here ships.
+        scratch: a folder for intermediate files that do not ship.
+        calib: INT8 options.
+        log: progress printer (one line per step).
+    """
+
+    model: nn.Module
+    meta: dict[str, Any]
+    weights: Path
+    scale: int
+    lr_size: tuple[int, int]
+    precision: str
+    batch: int | None
+    workdir: Path
+    scratch: Path
+    threads: int = 2
+    opset: int = 17
+    calib: CalibOptions = field(default_factory=CalibOptions)
+    log: Callable[[str], None] = print
+    _faces: Any = None
+
+    def onnx_metadata(self) -> dict[str, Any]:
+        return {"model": "pkdn", "preset": self.meta.get("preset", "edge"), "scale": self.scale,
+                "input": "lr: N,3,h,w float32 RGB in [0,1]", "output": "sr: N,3,s*h,s*w float32 RGB (clamp to [0,1])",
+                "precision": self.precision}
+
+    def calibration(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """(calibration LR (N,3,h,w) float32, selection HR faces (M,128,128,3) uint8, source), loaded once."""
+        if self._faces is None:
+            from .data import calibration_faces, to_lr
+
+            c = self.calib
+            fs = calibration_faces(c.folder, c.size, c.select_size, synthetic=c.synthetic)
+            self._faces = (to_lr(fs.calib, self.scale), fs.select, fs.source)
+        return self._faces
+
+
+@dataclass
+class TargetResult:
+    """What a target exporter produced.
+
+    Attributes:
+        model_file: the main file (relative to ``workdir``).
+        verify_backend: the engine backend that checks parity here (None: cannot be checked on
+            this machine).
+        extras: target-specific manifest facts (quantization settings, build commands, ...).
+        notes: lines printed after the summary (e.g. "build the engine on the device").
+        checks: additional pass/fail checks, e.g. ``{"tensorrt_lint": []}`` (lists = violations).
+    """
+
+    model_file: str
+    verify_backend: str | None
+    extras: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    engine_file: str | None = None

@@ -1,0 +1,268 @@
+"""One export, start to finish: :func:`run_export` (the Python API behind ``pkdn-export``).
+
+1. check the target/precision against :data:`.formats.FORMATS` and the tools installed;
+2. load the checkpoint (the shipped student for the scale by default);
+3. write everything into a temporary folder **beside** the output folder;
+4. the target module writes its files (``<module>.export(ctx)``);
+5. ``manifest.json`` (sha256 of every file, shapes, normalization, tools);
+6. on a TensorRT machine, build and register the engine;
+7. verification: load the artifact through :func:`pkdn_edge.engines.load_engine` (so the
+   manifest path is exercised too) and compare with PyTorch (:mod:`.verify`); past tolerance →
+   :class:`PKDNError`;
+8. rename the temporary folder onto the output folder (replacing an older artifact).
+
+Any failure removes the temporary folder: an output folder is either the previous artifact or a
+complete, verified new one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pkdn_edge.errors import MissingDependencyError, PKDNError
+from pkdn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
+from pkdn_edge.models import PRESETS
+from pkdn_edge.models.checkpoint import load_model
+
+from .context import CalibOptions, ExportContext, TargetResult
+from .formats import ExportFormat, get_format
+from .verify import Parity
+
+TOOLS = ("pkdn-edge", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
+
+
+@dataclass
+class ExportReport:
+    """What :func:`run_export` made."""
+
+    target: str
+    precision: str
+    scale: int
+    out: Path
+    model_file: str
+    size_bytes: int
+    seconds: float
+    parity: Parity | None
+    latency_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+    manifest: Manifest | None = None
+
+
+def default_out(target: str, precision: str, scale: int) -> Path:
+    """``exports/<target>_<precision>_x<scale>`` (relative to the working directory)."""
+    return Path("exports") / f"{target}_{precision}_x{scale}"
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def preset_name(cfg: Any, meta: dict[str, Any]) -> str:
+    """The preset a config was built from (``custom`` when none matches, e.g. a pruned student)."""
+    if meta.get("preset"):
+        return str(meta["preset"])
+    for name, p in PRESETS.items():
+        if (p.widths, p.depth, p.bottleneck_depth, p.refine_width) == (cfg.widths, cfg.depth, cfg.bottleneck_depth,
+                                                                         cfg.refine_width) and cfg.mid_ratio == 1.0:
+            return name
+    return "custom"
+
+
+def _prepare_out(out: Path) -> Path:
+    """Validate the output folder; returns its (created) parent. Nothing is written into ``out``."""
+    if out.exists() and not out.is_dir():
+        raise PKDNError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        raise PKDNError(f"--out {out} is a non-empty folder that is not a pkdn-export artifact; choose another --out")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PKDNError(f"cannot create output folder {parent}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PKDNError(f"output folder {parent} is not writable")
+    return parent
+
+
+def _publish_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries: give them the usual umask permissions."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for f in folder.rglob("*"):
+        os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder onto ``out`` (an older artifact there is replaced)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load(weights: Path | None, scale: int | None) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    if weights is None:
+        from pkdn_edge.pretrained import pretrained_path
+
+        weights = pretrained_path(scale or 4)
+    model, meta = load_model(weights)
+    cfg = model.cfg
+    if cfg.role != "student":
+        raise PKDNError(f"{weights} is a teacher (it needs a parsing prior at run time); export a student")
+    if scale is not None and cfg.scale != scale:
+        raise PKDNError(f"{weights} is a x{cfg.scale} model but --scale {scale} was given")
+    return model, meta, Path(weights)
+
+
+def _benchmark(engine: Any, runs: int = 30) -> float:
+    """Median ms of one batch-1 call (after a warm-up)."""
+    x = np.random.default_rng(0).random((engine.batch or 1, 3, *engine.lr_size), dtype=np.float32)
+    engine.warmup(3)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        engine.run_tensor(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def run_export(target: str, precision: str | None = None, weights: str | Path | None = None, scale: int | None = None,
+               out: str | Path | None = None, batch: int | None = 1, calib: CalibOptions | None = None,
+               threads: int = 2, verify: bool = True, verify_faces: str | Path | None = None,
+               verify_synthetic: bool = False, opset: int = 17, benchmark: bool = True,
+               log: Callable[[str], None] = print) -> ExportReport:
+    """Export a PKDN checkpoint to ``target`` (see the module docstring). ``batch=None``: dynamic batch."""
+    t0 = time.perf_counter()
+    fmt: ExportFormat = get_format(target)
+    precision = precision or fmt.precisions[0]
+    if precision not in fmt.precisions:
+        raise PKDNError(f"target {target} supports precisions {', '.join(fmt.precisions)}, not {precision}")
+    missing = fmt.missing(precision)
+    if missing:
+        extra = "openvino" if missing[0] == "openvino" else "export"
+        raise MissingDependencyError(missing[0], extra, f"--target {target} --precision {precision}")
+    if batch is not None and batch < 1:
+        raise PKDNError(f"--batch must be >= 1, got {batch}")
+    calib = calib or CalibOptions()
+    if calib.folder is not None and not Path(calib.folder).is_dir():
+        raise PKDNError(f"--calib folder {calib.folder} does not exist")
+    model, meta, weights = _load(Path(weights) if weights else None, scale)
+    scale = model.cfg.scale
+    out = Path(out) if out else default_out(target, precision, scale)
+    parent = _prepare_out(out)
+    torch.set_num_threads(max(1, threads))
+    n = 128 // scale
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    scratch = Path(tempfile.mkdtemp(prefix="pkdn-export-"))
+    try:
+        ctx = ExportContext(model=model, meta=meta, weights=weights, scale=scale, lr_size=(n, n), precision=precision,
+                            batch=batch, workdir=tmp, scratch=scratch, threads=threads, opset=opset, calib=calib, log=log)
+        log(f"exporting {weights.name} (x{scale}) to {target} {precision} ...")
+        module = importlib.import_module(f"pkdn_edge.export.{fmt.module}")
+        result: TargetResult = module.export(ctx)
+        manifest = _manifest(ctx, fmt, result)
+        write_manifest(manifest, tmp)
+        backend = result.verify_backend
+        if result.checks.get("build_engine"):
+            backend = _build_trt_engine(tmp, log) or backend
+        manifest = read_manifest(tmp)
+        parity, latency = None, None
+        if verify and backend:
+            parity, latency = _verify(tmp, backend, model, threads, verify_faces, verify_synthetic, benchmark, log)
+            manifest.verification = parity.to_dict() | ({"latency_ms_b1": round(latency, 3)} if latency else {})
+            write_manifest(manifest, rehash=False)
+            if not parity.passed:
+                raise PKDNError(f"verification failed for {target} {precision} ({parity.backend}, {parity.faces}): "
+                                f"{parity.failure()}; nothing was written to {out}")
+        elif verify:
+            result.notes.append("not verified: no backend on this machine can run this artifact")
+        _publish_permissions(tmp)
+        _install(tmp, out)
+        manifest.root = out
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        return ExportReport(target, precision, scale, out, manifest.model_file, size, time.perf_counter() - t0,
+                            parity, latency, result.notes, manifest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _manifest(ctx: ExportContext, fmt: ExportFormat, result: TargetResult) -> Manifest:
+    h, w = ctx.lr_size
+    nb: Any = ctx.batch if ctx.batch is not None else "batch"
+    cfg = ctx.model.cfg
+    return Manifest(
+        target=fmt.target, precision=ctx.precision, scale=ctx.scale, model_file=result.model_file,
+        preset=preset_name(cfg, ctx.meta), role=cfg.role, input_shape=[nb, 3, h, w],
+        output_shape=[nb, 3, h * ctx.scale, w * ctx.scale], batch=ctx.batch, dynamic=ctx.batch is None,
+        source={"weights": ctx.weights.name, "sha256": sha256_file(ctx.weights), "config": cfg.to_dict()},
+        tools=tool_versions(), extras=result.extras, engine_file=result.engine_file,
+        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def _build_trt_engine(folder: Path, log: Callable[[str], None]) -> str | None:
+    from pkdn_edge.engines.tensorrt import build_engine_file, register_engine
+
+    log("building the TensorRT engine on this machine ...")
+    path = build_engine_file(read_manifest(folder))
+    register_engine(folder, path)
+    return "tensorrt"
+
+
+def _verify(folder: Path, backend: str, model: torch.nn.Module, threads: int, faces_dir: str | Path | None,
+            synthetic: bool, benchmark: bool, log: Callable[[str], None]) -> tuple[Parity, float | None]:
+    from pkdn_edge.engines import load_engine
+
+    from .data import verification_faces
+    from .verify import verify_engine
+
+    hr, source = verification_faces(folder=faces_dir, synthetic=synthetic)
+    engine = load_engine(folder, backend=backend, threads=threads)
+    log(f"verifying with {backend} on {source} ...")
+    parity = verify_engine(engine, model, hr, source)
+    latency = _benchmark(engine) if benchmark else None
+    engine.close()
+    return parity, latency
+
+
+def summary_table(reports: list[ExportReport]) -> str:
+    """Plain-text summary: target, precision, file, size, max abs diff, PSNR delta, latency, time."""
+    head = ("target", "precision", "file", "size", "max abs diff", "PSNR delta", "backend", "ms/batch", "time")
+    rows = [head]
+    for r in reports:
+        p = r.parity
+        rows.append((r.target, r.precision, str(r.out / r.model_file), f"{r.size_bytes / 1e6:.2f} MB",
+                     f"{p.max_abs_diff:.2e}" if p else "-", f"{round(p.psnr_delta, 3) + 0.0:+.3f} dB" if p else "-",
+                     p.backend if p else "-", f"{r.latency_ms:.2f}" if r.latency_ms else "-", f"{r.seconds:.1f} s"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

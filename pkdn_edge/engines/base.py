@@ -1,0 +1,241 @@
+"""The engine interface shared by every backend, and :func:`load_engine`.
+
+An engine wraps one exported artifact (see :mod:`pkdn_edge.manifest`)::
+
+    engine = load_engine("exports/openvino_int8_x4")      # backend from the manifest's target
+    sr = engine.run(faces_bgr)    # (N,h,w,3) uint8 BGR  ->  (N,s·h,s·w,3) uint8 BGR
+    y = engine.run_tensor(x)      # (N,3,h,w) float32 RGB, manifest normalization -> (N,3,s·h,s·w)
+
+Backends implement only :meth:`Engine._infer` on a batch the artifact accepts; this class does
+the pixel conversion (BGR→RGB, ``/255``, mean/std, NCHW; back: clamp to ``range``, ``×255``,
+round, BGR) and the batching (fixed-batch artifacts get padded or split batches).
+
+Nothing here imports a backend or torch: a backend module is imported only when it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pkdn_edge.errors import MissingDependencyError, PKDNError
+from pkdn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One runtime backend: the module implementing it, what it needs, which targets it runs."""
+
+    name: str
+    module: str            # pkdn_edge.engines.<module>
+    package: str           # the Python package it imports
+    extra: str | None      # pip extra that installs it (None: not on PyPI)
+    targets: tuple[str, ...]  # export targets whose artifacts it can run (first = its own)
+    install_hint: str = ""
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    "onnxruntime": BackendInfo("onnxruntime", "pkdn_edge.engines.onnxruntime", "onnxruntime", "onnxruntime",
+                               ("onnx", "tensorrt")),
+    "openvino": BackendInfo("openvino", "pkdn_edge.engines.openvino", "openvino", "openvino",
+                            ("openvino", "onnx", "tensorrt")),
+    "tensorrt": BackendInfo("tensorrt", "pkdn_edge.engines.tensorrt", "tensorrt", None, ("tensorrt",),
+                            "TensorRT ships with JetPack on Jetson (sudo apt install nvidia-jetpack; Python: "
+                            "python3-libnvinfer) or NVIDIA's installers on x86 (pip install tensorrt)"),
+    "torch": BackendInfo("torch", "pkdn_edge.engines.torch", "torch", "train", ("torch",)),
+}
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}
+
+
+def _has(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_backends() -> list[str]:
+    """Backends whose Python package is importable here (cheap: nothing is imported)."""
+    return [name for name, b in BACKENDS.items() if _has(b.package)]
+
+
+def missing_backend_error(name: str, purpose: str = "") -> MissingDependencyError:
+    """The error for a backend whose package is absent, naming how to get it."""
+    b = BACKENDS[name]
+    err = MissingDependencyError(b.package, b.extra, purpose or f"the {name} backend")
+    if b.install_hint:
+        err.args = (f"{b.package} is not installed (needed for {purpose or f'the {name} backend'}): {b.install_hint}",)
+    return err
+
+
+class Engine:
+    """Super-resolves aligned LR faces with one exported artifact.
+
+    Attributes:
+        manifest: the artifact's :class:`~pkdn_edge.manifest.Manifest`.
+        backend: backend name (``onnxruntime``, ``openvino``, ``tensorrt``, ``torch``).
+        precision: the artifact's precision (``fp32``, ``fp16``, ``int8``).
+        scale: SR factor ``s``.
+        lr_size: ``(h, w)`` of an input face; outputs are ``(s·h, s·w)``.
+        batch: the fixed batch of the artifact, or ``None`` when any batch runs in one call.
+        threads: CPU threads the backend was asked to use.
+        name: a short label for logs, e.g. ``"openvino int8 x4"``.
+    """
+
+    backend = "base"
+
+    def __init__(self, manifest: Manifest, threads: int = 2, precision: str | None = None) -> None:
+        self.manifest = manifest
+        self.scale = int(manifest.scale)
+        self.lr_size: tuple[int, int] = manifest.lr_size
+        self.precision = manifest.precision
+        self.threads = int(threads)
+        self.batch: int | None = None if manifest.dynamic else int(manifest.batch or manifest.input_shape[0])
+        norm = manifest.normalization
+        self._mean = np.asarray(norm.get("mean", [0, 0, 0]), np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(norm.get("std", [1, 1, 1]), np.float32).reshape(1, 3, 1, 1)
+        self._range = tuple(float(v) for v in norm.get("range", [0.0, 1.0]))
+        self._identity_norm = bool(np.all(self._mean == 0) and np.all(self._std == 1))
+        self.requested_precision = precision
+
+    # -- to implement ----------------------------------------------------------------------------
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on ``x`` (B,3,h,w) float32 contiguous, where B == ``self.batch`` for a
+        fixed-batch artifact. Returns (B,3,s·h,s·w) float32."""
+        raise NotImplementedError
+
+    # -- public ----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"{self.backend} {self.precision} x{self.scale}"
+
+    def __repr__(self) -> str:
+        where = self.manifest.root or "?"
+        return f"<{type(self).__name__} {self.name} batch={self.batch or 'dynamic'} threads={self.threads} from {where}>"
+
+    def run_tensor(self, x: np.ndarray) -> np.ndarray:
+        """(N,3,h,w) float32 normalized RGB → (N,3,s·h,s·w) float32 (unclamped), any N ≥ 0."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.lr_size:
+            raise PKDNError(f"{self.name}: expected input (N,3,{self.lr_size[0]},{self.lr_size[1]}), got {x.shape}")
+        n = x.shape[0]
+        h, w = self.lr_size
+        out_shape = (n, 3, h * self.scale, w * self.scale)
+        if n == 0:
+            return np.empty(out_shape, np.float32)
+        if self.batch is None:
+            return np.asarray(self._infer(np.ascontiguousarray(x)), np.float32).reshape(out_shape)
+        b = self.batch
+        out = np.empty(out_shape, np.float32)
+        for i in range(0, n, b):
+            chunk = x[i : i + b]
+            k = chunk.shape[0]
+            if k < b:  # pad the last chunk to the artifact's batch (edge values: no NaN risk)
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
+            out[i : i + k] = np.asarray(self._infer(np.ascontiguousarray(chunk)), np.float32)[:k]
+        return out
+
+    def preprocess(self, faces_bgr: np.ndarray) -> np.ndarray:
+        """(N,h,w,3) uint8 BGR → (N,3,h,w) float32 normalized RGB."""
+        x = faces_bgr[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)
+        if not self._identity_norm:
+            x = (x - self._mean) / self._std
+        return np.ascontiguousarray(x)
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        """(N,3,H,W) float32 normalized RGB → (N,H,W,3) uint8 BGR (clamped, rounded)."""
+        if not self._identity_norm:
+            y = y * self._std + self._mean
+        lo, hi = self._range
+        y = np.clip(y, lo, hi)
+        if (lo, hi) != (0.0, 1.0):
+            y = (y - lo) / (hi - lo)
+        y = y * np.float32(255.0) + np.float32(0.5)
+        return np.ascontiguousarray(y.astype(np.uint8)[:, ::-1].transpose(0, 2, 3, 1))
+
+    def run(self, faces_bgr: np.ndarray) -> np.ndarray:
+        """(N,h,w,3) uint8 BGR aligned LR faces → (N,s·h,s·w,3) uint8 BGR. A single (h,w,3) face
+        gives a single (s·h,s·w,3) face."""
+        faces = np.asarray(faces_bgr)
+        single = faces.ndim == 3
+        if single:
+            faces = faces[None]
+        if faces.ndim != 4 or faces.shape[3] != 3 or tuple(faces.shape[1:3]) != self.lr_size:
+            raise PKDNError(f"{self.name}: expected faces (N,{self.lr_size[0]},{self.lr_size[1]},3), got {faces_bgr.shape}")
+        if faces.dtype != np.uint8:
+            raise PKDNError(f"{self.name}: expected uint8 BGR faces, got {faces.dtype}")
+        out = self.postprocess(self.run_tensor(self.preprocess(faces)))
+        return out[0] if single else out
+
+    def warmup(self, n: int = 3) -> float:
+        """Run ``n`` dummy batches (first-call allocations, kernel selection). Returns seconds spent."""
+        t = time.perf_counter()
+        x = np.full((self.batch or 1, 3, *self.lr_size), 0.5, np.float32)
+        for _ in range(max(1, int(n))):
+            self.run_tensor(x)
+        return time.perf_counter() - t
+
+    def close(self) -> None:
+        """Release backend resources (optional; engines are also freed by garbage collection)."""
+
+
+def _resolve_artifact(artifact: str | Path, backend: str | None) -> tuple[Path, str | None]:
+    p = Path(artifact)
+    if not p.exists():
+        raise PKDNError(f"artifact {p} does not exist (export one with pkdn-export)")
+    if p.is_file() and p.suffix == ".pt":
+        if backend not in (None, "torch"):
+            raise PKDNError(f"{p} is a PyTorch checkpoint: use backend 'torch' or export it with pkdn-export")
+        return p, "torch"
+    if p.is_file() and p.name != MANIFEST_NAME:
+        raise PKDNError(f"{p} is neither an artifact folder, its {MANIFEST_NAME}, nor a .pt checkpoint")
+    return p, backend
+
+
+def load_engine(artifact: str | Path, backend: str | None = None, threads: int = 2,
+                precision: str | None = None, **options: Any) -> Engine:
+    """Open an exported artifact (its folder or ``manifest.json``; or a ``.pt`` checkpoint for the
+    ``torch`` backend) with ``backend`` (default: the manifest target's own backend).
+
+    ``threads``: CPU threads for the backend; ``precision``: the precision you expect (an error if
+    the artifact has another one; for OpenVINO ``fp16``/``bf16`` on an fp32 artifact select the
+    inference precision hint instead); ``options``: backend-specific keywords (``device`` for
+    OpenVINO, ``providers`` for ONNX Runtime, ...). Raises :class:`PKDNError` with the fix on
+    a missing/corrupt artifact, an unknown backend or a backend that is not installed.
+    """
+    path, backend = _resolve_artifact(artifact, backend)
+    if backend is not None and backend not in BACKENDS:
+        raise PKDNError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "torch" and path.is_file() and path.suffix == ".pt":
+        manifest = None
+    else:
+        manifest = read_manifest(path)
+        own = DEFAULT_BACKEND.get(manifest.target)
+        backend = backend or own
+        if backend is None:
+            raise PKDNError(f"artifact target {manifest.target!r} has no runtime backend")
+        if manifest.target not in BACKENDS[backend].targets:
+            raise PKDNError(f"backend {backend} cannot run a {manifest.target} artifact ({path}); "
+                            f"use backend {own} or export for target {BACKENDS[backend].targets[0]}")
+    info = BACKENDS[backend]
+    if not _has(info.package):
+        raise missing_backend_error(backend)
+    module = importlib.import_module(info.module)
+    if manifest is None:
+        return module.open_engine(path, threads=threads, precision=precision, **options)
+    return module.open_engine(manifest, threads=threads, precision=precision, **options)
+
+
+def check_precision(manifest: Manifest, precision: str | None, backend: str, allowed_hints: tuple[str, ...] = ()) -> None:
+    """Refuse a requested precision that the artifact does not have (except backend hints)."""
+    if precision is None or precision == manifest.precision or precision in allowed_hints:
+        return
+    raise PKDNError(f"{backend}: artifact {manifest.root} is {manifest.precision}, not {precision}; export a "
+                    f"{precision} one with `pkdn-export --target {manifest.target} --precision {precision} "
+                    f"--scale {manifest.scale}`")

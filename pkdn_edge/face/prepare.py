@@ -1,0 +1,292 @@
+"""``pkdn-prepare``: detect, align and crop faces from photos or a video into template crops.
+
+Usage::
+
+    pkdn-prepare INPUT OUT_DIR [--size 128] [--max-faces N] [--min-iod PX] [--every N] [--score 0.8]
+    python -m pkdn_edge.face.prepare INPUT OUT_DIR ...
+
+``INPUT`` is an image file, a folder of images (``.jpg .jpeg .png .bmp .webp``) or a video file.
+Each face with a detector score >= ``--score`` and an inter-ocular distance >= ``--min-iod``
+source px (largest faces first, at most ``--max-faces`` per image/frame) is aligned with the 5-point
+template of :mod:`pkdn_edge.face.align` (similarity, least squares on 5 points, antialiased warp)
+and written as ``OUT_DIR/<stem>_<face#>.png`` (``<stem>_f<frame>_<face#>.png`` for video frames,
+face numbers from 0, largest face first). ``OUT_DIR/MANIFEST.csv`` lists every crop: ``file``,
+``source``, ``frame``, ``landmarks`` (5 points ``x,y;...`` in source px, template order),
+``score``, ``interocular_px`` (source px), ``scale`` (source -> crop) and ``box``.
+
+Crops with the same name from an earlier run are overwritten; ``MANIFEST.csv`` (written atomically,
+also after Ctrl-C) lists this run's crops only. Unreadable images are skipped with one warning line
+each; a summary (images read, faces written, what was skipped and why) ends the run. Exit status 0 when the run completes (even with no face),
+2 on a user error (missing input, unreadable single image, missing detector package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from pkdn_edge.errors import ImageReadError, PKDNError, run_cli
+
+__all__ = ["main", "build_parser", "prepare", "PrepareStats", "VIDEO_EXTENSIONS", "MANIFEST_COLUMNS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+MANIFEST_COLUMNS = ("file", "source", "frame", "landmarks", "score", "interocular_px", "scale", "box")
+
+
+@dataclass
+class PrepareStats:
+    """Counters of one run."""
+
+    kind: str = "images"                # "images" or "video"
+    read: int = 0                       # images (or video frames) decoded and searched
+    with_faces: int = 0                 # of those, how many gave at least one crop (after filters)
+    written: int = 0                    # crops written
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    rows: List[dict] = field(default_factory=list)     # manifest rows
+
+    def summary(self, out_dir: Path) -> str:
+        unit = "frames" if self.kind == "video" else "images"
+        line = (f"pkdn-prepare: {self.read} {unit} read, {self.with_faces} with face crops, "
+                f"{self.written} face crops written to {out_dir}")
+        if self.skipped:
+            line += "; skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        else:
+            line += "; nothing skipped"
+        return line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pkdn-prepare",
+        description="Detect faces (RetinaFace), align them to the 5-point template and write square crops "
+                    "plus MANIFEST.csv.")
+    p.add_argument("input", metavar="INPUT", help="an image, a folder of images, or a video file")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for the crops and MANIFEST.csv (created if missing)")
+    p.add_argument("--size", type=int, default=128, help="crop side in px (template scaled; default 128)")
+    p.add_argument("--max-faces", type=int, default=None, metavar="N",
+                   help="at most N faces per image/frame, largest first (default: all)")
+    p.add_argument("--min-iod", type=float, default=0.0, metavar="PX",
+                   help="skip faces whose eye-to-eye distance is below PX source px (default 0; the "
+                        "training crops used 40.32)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: use every Nth frame (default 1)")
+    p.add_argument("--score", type=float, default=0.8, help="minimum detector score 0-1 (default 0.8)")
+    p.add_argument("--recursive", action="store_true", help="folders: include sub-folders")
+    p.add_argument("--det-side", type=int, default=640, metavar="PX",
+                   help="detector input long side in px (default 640; 0 = full resolution)")
+    p.add_argument("--threads", type=int, default=2, help="detector threads (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (warnings and summary only)")
+    return p
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    if a.size < 8:
+        raise PKDNError(f"--size must be at least 8, got {a.size}")
+    if a.max_faces is not None and a.max_faces < 1:
+        raise PKDNError(f"--max-faces must be at least 1, got {a.max_faces}")
+    if a.min_iod < 0:
+        raise PKDNError(f"--min-iod must be >= 0, got {a.min_iod}")
+    if a.every < 1:
+        raise PKDNError(f"--every must be at least 1, got {a.every}")
+    if not 0.0 <= a.score <= 1.0:
+        raise PKDNError(f"--score must be in [0, 1], got {a.score}")
+    if a.det_side < 0:
+        raise PKDNError(f"--det-side must be >= 0, got {a.det_side}")
+
+
+def _fmt_points(pts: np.ndarray) -> str:
+    return ";".join(f"{x:.2f},{y:.2f}" for x, y in np.asarray(pts, np.float64).reshape(-1, 2))
+
+
+def _write_manifest(path: Path, rows: Sequence[dict]) -> None:
+    """Write MANIFEST.csv atomically (temp file + os.replace)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".MANIFEST.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise PKDNError(f"cannot write {path} ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _iter_video(path: Path, every: int, stats: PrepareStats) -> Iterator[Tuple[int, np.ndarray]]:
+    import cv2
+
+    from pkdn_edge.imageio import to_bgr8
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise PKDNError(f"{path}: cannot open the video (unsupported codec or not a video)")
+    try:
+        i = 0
+        while True:
+            if i % every:
+                if not cap.grab():
+                    break
+                i += 1
+                continue
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if frame is None or frame.size == 0:
+                stats.skipped["undecodable frames"] += 1
+            else:
+                yield i, to_bgr8(frame)
+            i += 1
+    finally:
+        cap.release()
+
+
+def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optional[int] = None, min_iod: float = 0.0,
+            every: int = 1, score: float = 0.8, recursive: bool = False, det_side: int = 640, threads: int = 2,
+            quiet: bool = False, detector=None, log=None) -> PrepareStats:
+    """Run the whole preparation (see the module docstring); returns the counters. ``detector``:
+    any object with ``detect(frame) -> [Face]`` (default: :class:`RetinaFaceDetector`). ``log``:
+    a callable for progress/warning lines (default: print to stderr)."""
+    from pkdn_edge.face.align import estimate_similarity, matrix_scale, warp_face
+    from pkdn_edge.imageio import IMAGE_EXTENSIONS, iter_images, read_image, write_image
+
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
+
+    inp = Path(input_path)
+    out = Path(out_dir)
+    if not inp.exists():
+        raise PKDNError(f"{inp}: no such file or folder")
+    ext = inp.suffix.lower()
+    if inp.is_dir():
+        kind = "folder"
+        files = iter_images(inp, recursive=recursive)
+        if not files:
+            raise PKDNError(f"{inp}: no images ({' '.join(IMAGE_EXTENSIONS)}) in this folder")
+    elif ext in VIDEO_EXTENSIONS:
+        kind, files = "video", []
+    elif ext in IMAGE_EXTENSIONS:
+        kind, files = "image", [inp]
+    else:
+        raise PKDNError(f"{inp}: unsupported input type {ext or '(no extension)'!r}; give an image "
+                        f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images or a video "
+                        f"({', '.join(VIDEO_EXTENSIONS)})")
+    # a single unreadable input image is an error (ImageReadError), not a skip
+    preloaded = {inp: read_image(inp)} if kind == "image" else {}
+    if out.exists() and not out.is_dir():
+        raise PKDNError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PKDNError(f"cannot create output folder {out} ({exc.strerror or exc})") from None
+
+    if detector is None:
+        from pkdn_edge.face.detector import RetinaFaceDetector
+
+        detector = RetinaFaceDetector(score_threshold=score, max_side=det_side, threads=threads)
+
+    stats = PrepareStats(kind="video" if kind == "video" else "images")
+    used_stems: dict = {}
+
+    def unique_stem(p: Path) -> str:
+        rel = p.relative_to(inp) if kind == "folder" else Path(p.name)
+        stem = "_".join(rel.with_suffix("").parts)  # sub/a.jpg -> sub_a
+        key = stem.lower()
+        if key in used_stems and used_stems[key] != p:
+            stem = f"{stem}_{p.suffix.lstrip('.').lower()}"  # a.jpg and a.png -> a_0.png, a_png_0.png
+        used_stems.setdefault(stem.lower(), p)
+        return stem
+
+    def process(img: np.ndarray, source: str, stem: str, frame: Optional[int]) -> None:
+        faces = [f for f in detector.detect(img) if float(f.score) >= score]
+        if not faces:
+            stats.skipped["without a face" if frame is None else "frames without a face"] += 1
+            return
+        lms = [np.asarray(f.landmarks, np.float64).reshape(5, 2) for f in faces]
+        iods = [float(np.hypot(*(lm[1] - lm[0]))) for lm in lms]
+        order = sorted(range(len(faces)), key=lambda i: -iods[i])
+        n_small = sum(1 for i in order if iods[i] < min_iod)
+        if n_small:
+            stats.skipped[f"faces with IOD < {min_iod:g} px"] += n_small
+        order = [i for i in order if iods[i] >= min_iod]
+        if max_faces is not None and len(order) > max_faces:
+            stats.skipped[f"faces beyond --max-faces {max_faces}"] += len(order) - max_faces
+            order = order[:max_faces]
+        for k, i in enumerate(order):
+            M = estimate_similarity(lms[i], size)
+            crop = warp_face(img, M, size)
+            name = f"{stem}_{k}.png" if frame is None else f"{stem}_f{frame:06d}_{k}.png"
+            write_image(out / name, crop)
+            box = np.asarray(getattr(faces[i], "box", np.full(4, np.nan)), np.float64).reshape(-1)[:4]
+            stats.rows.append({
+                "file": name, "source": source, "frame": "" if frame is None else frame,
+                "landmarks": _fmt_points(lms[i]), "score": f"{float(faces[i].score):.4f}",
+                "interocular_px": f"{iods[i]:.2f}", "scale": f"{matrix_scale(M):.4f}",
+                "box": ",".join(f"{v:.1f}" for v in box),
+            })
+            stats.written += 1
+        if order:
+            stats.with_faces += 1
+
+    try:
+        if kind == "video":
+            stem = inp.stem
+            for fi, frame in _iter_video(inp, every, stats):
+                stats.read += 1
+                process(frame, str(inp), stem, fi)
+                if not quiet and stats.read % 100 == 0:
+                    log(f"pkdn-prepare: {stats.read} frames, {stats.written} crops")
+            if stats.read == 0:
+                log(f"warning: {inp}: no frame could be decoded")
+        else:
+            for n, p in enumerate(files, 1):
+                try:
+                    img = preloaded.pop(p) if p in preloaded else read_image(p)
+                except ImageReadError as exc:
+                    log(f"warning: skipping {exc}")
+                    stats.skipped["unreadable"] += 1
+                    continue
+                stats.read += 1
+                process(img, str(p), unique_stem(p), None)
+                if not quiet and n % 100 == 0:
+                    log(f"pkdn-prepare: {n}/{len(files)} images, {stats.written} crops")
+    finally:
+        _write_manifest(out / "MANIFEST.csv", stats.rows)
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point (``pkdn-prepare``); returns the exit status."""
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        _check_args(args)
+        stats = prepare(Path(args.input), Path(args.out_dir), size=args.size, max_faces=args.max_faces,
+                        min_iod=args.min_iod, every=args.every, score=args.score, recursive=args.recursive,
+                        det_side=args.det_side, threads=args.threads, quiet=args.quiet)
+        print(stats.summary(Path(args.out_dir)))
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

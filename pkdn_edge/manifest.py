@@ -1,0 +1,251 @@
+"""``manifest.json``: what an exported artifact is, how to feed it, and proof that its files are intact.
+
+Every ``pkdn-export`` artifact folder holds its model file(s) plus one ``manifest.json``::
+
+    exports/openvino_int8_x4/
+        model.xml, model.bin      the model (``model_file`` names the one a runtime opens)
+        manifest.json             this file: model, preset, scale, input/output, normalization,
+                                  precision, sha256 of every file, tool versions, verification
+
+Runtimes (:mod:`pkdn_edge.engines`) read the manifest, never guess: input name and shape
+``(N,3,h,w)``, layout ``NCHW``, colour ``RGB``, ``x = (pixel/255 - mean) / std`` and the output
+``(N,3,s·h,s·w)`` RGB in the same normalization (clamp to ``range`` before converting to pixels).
+
+:func:`read_manifest` re-hashes every listed file and raises one :class:`PKDNError` line on a
+missing, changed or corrupt file, so a half-copied artifact never runs. No torch needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import PKDNError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DEFAULT_NORMALIZATION: dict[str, list[float]] = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "range": [0.0, 1.0]}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class Manifest:
+    """One exported artifact (see the module docstring for the folder layout).
+
+    Attributes:
+        target: export target (``onnx``, ``openvino``, ``tensorrt``, ``torch``).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        scale: super-resolution factor; the output is ``scale`` × the input on both axes.
+        model_file: the file a runtime opens (``model.onnx``, ``model.xml``, ``model.pt``); for
+            TensorRT the Q/DQ or fp32 ONNX the engine is built from.
+        files: every file of the artifact (relative name → sha256 hex), ``model_file`` included.
+        input_shape / output_shape: ``[N, 3, h, w]``; ``N`` is an int for a fixed batch or the
+            string ``"batch"`` when ``dynamic`` is true.
+        batch: the fixed batch size, or ``None`` with ``dynamic`` true.
+        engine_file: a serialized TensorRT engine built on the device (``None`` until built).
+        verification: parity numbers of the export (max abs diff, PSNR delta, faces, backend).
+        tools: versions of the tools that made the artifact.
+        extras: target-specific facts (quantization settings, build commands, ...).
+    """
+
+    target: str
+    precision: str
+    scale: int
+    model_file: str
+    files: dict[str, str] = field(default_factory=dict)
+    model: str = "pkdn"
+    preset: str = "edge"
+    role: str = "student"
+    input_name: str = "lr"
+    input_shape: list[Any] = field(default_factory=lambda: [1, 3, 32, 32])
+    layout: str = "NCHW"
+    color: str = "RGB"
+    dtype: str = "float32"
+    normalization: dict[str, list[float]] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_NORMALIZATION)))
+    output_name: str = "sr"
+    output_shape: list[Any] = field(default_factory=lambda: [1, 3, 128, 128])
+    batch: int | None = 1
+    dynamic: bool = False
+    engine_file: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+    root: Path | None = field(default=None, compare=False, repr=False)
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        """(h, w) of one input face."""
+        return int(self.input_shape[2]), int(self.input_shape[3])
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        """(s·h, s·w) of one output face."""
+        return int(self.output_shape[2]), int(self.output_shape[3])
+
+    def path(self, name: str | None = None) -> Path:
+        """Absolute path of a file of the artifact (default: ``model_file``)."""
+        if self.root is None:
+            raise PKDNError("this manifest was not read from a folder; its files have no location")
+        return self.root / (name or self.model_file)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("root")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], root: Path | None = None) -> "Manifest":
+        known = {f.name for f in fields(cls)} - {"root"}
+        missing = [k for k in ("target", "precision", "scale", "model_file") if k not in d]
+        if missing:
+            raise PKDNError(f"manifest lacks {', '.join(missing)}")
+        m = cls(**{k: v for k, v in d.items() if k in known})
+        m.root = root
+        _validate(m)
+        return m
+
+
+def _validate(m: Manifest) -> None:
+    where = f" in {m.root / MANIFEST_NAME}" if m.root else ""
+    if int(m.format_version) > FORMAT_VERSION:
+        raise PKDNError(f"manifest format {m.format_version}{where} is newer than this pkdn-edge understands "
+                        f"({FORMAT_VERSION}); upgrade pkdn-edge")
+    if m.precision not in PRECISIONS:
+        raise PKDNError(f"manifest precision {m.precision!r}{where} is not one of {PRECISIONS}")
+    if m.layout != "NCHW" or m.color != "RGB":
+        raise PKDNError(f"manifest layout/color {m.layout}/{m.color}{where}: only NCHW/RGB artifacts are supported")
+    if len(m.input_shape) != 4 or len(m.output_shape) != 4 or int(m.input_shape[1]) != 3:
+        raise PKDNError(f"manifest shapes {m.input_shape} -> {m.output_shape}{where} are not (N,3,h,w)")
+    h, w = m.lr_size
+    if (h * m.scale, w * m.scale) != m.hr_size:
+        raise PKDNError(f"manifest scale x{m.scale}{where} does not match shapes {m.input_shape} -> {m.output_shape}")
+    if m.model_file not in m.files:
+        raise PKDNError(f"manifest model_file {m.model_file!r}{where} is not listed in its files")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_files(folder: str | Path, names: list[str] | None = None) -> dict[str, str]:
+    """``{name: sha256}`` for ``names`` (default: every regular file under ``folder`` except the
+    manifest itself), names relative to ``folder`` with ``/`` separators, sorted."""
+    folder = Path(folder)
+    if names is None:
+        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".tmp"))
+    return {n: sha256_file(folder / n) for n in sorted(names)}
+
+
+def write_manifest(manifest: Manifest, folder: str | Path | None = None, rehash: bool = True) -> Path:
+    """Write ``manifest.json`` into ``folder`` (default ``manifest.root``) atomically.
+
+    ``rehash`` recomputes ``files`` from the folder's current contents (all files but the
+    manifest). Returns the manifest path and sets ``manifest.root``.
+    """
+    folder = Path(folder) if folder is not None else manifest.root
+    if folder is None:
+        raise ValueError("write_manifest needs a folder")
+    if rehash:
+        manifest.files = hash_files(folder)
+    manifest.root = folder
+    _validate(manifest)
+    path = folder / MANIFEST_NAME
+    text = _dumps(manifest.to_dict())
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-manifest.", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    """Indented JSON with short lists of scalars kept on one line (shapes, mean/std)."""
+    text = json.dumps(d, indent=2)
+    return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "]", text) + "\n"
+
+
+def manifest_path(path: str | Path) -> Path:
+    """``manifest.json`` of an artifact given as its folder or the manifest file itself."""
+    p = Path(path)
+    return p / MANIFEST_NAME if p.is_dir() else p
+
+
+def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
+    """Read an artifact's manifest (``path``: the folder or its ``manifest.json``).
+
+    With ``verify`` (default) every listed file must exist and match its sha256. Any problem is
+    one :class:`PKDNError` line naming the file and the fix (re-export).
+    """
+    p = manifest_path(path)
+    if not p.is_file():
+        raise PKDNError(f"no {MANIFEST_NAME} at {p}: not a pkdn-export artifact (export one with pkdn-export)")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PKDNError(f"{p} is not valid JSON ({exc}); re-export the artifact") from None
+    if not isinstance(data, dict):
+        raise PKDNError(f"{p} is not a manifest object; re-export the artifact")
+    try:
+        m = Manifest.from_dict(data, root=p.parent)
+    except TypeError as exc:
+        raise PKDNError(f"{p} has malformed fields ({exc}); re-export the artifact") from None
+    if verify:
+        verify_files(m)
+    return m
+
+
+def verify_files(m: Manifest) -> None:
+    """Check every file of ``m`` against its sha256 (one :class:`PKDNError` line on the first problem)."""
+    for name, digest in m.files.items():
+        f = m.path(name)
+        if not f.is_file():
+            raise PKDNError(f"artifact file {f} listed in {MANIFEST_NAME} is missing; re-export or copy the whole folder")
+        got = sha256_file(f)
+        if got != digest:
+            raise PKDNError(f"artifact file {f} does not match its sha256 in {MANIFEST_NAME} "
+                            f"(expected {digest[:12]}…, got {got[:12]}…): it was modified or truncated; re-export it")
+
+
+def add_file(artifact: str | Path, name: str, **updates: Any) -> Manifest:
+    """Record a new file (e.g. a TensorRT engine built on the device) in an artifact's manifest.
+
+    ``updates`` set manifest fields at the same time (``engine_file="model.plan"``). The other
+    files are verified first, so a damaged artifact is not re-blessed.
+    """
+    m = read_manifest(artifact)
+    if not m.path(name).is_file():
+        raise PKDNError(f"{m.path(name)} does not exist")
+    for k, v in updates.items():
+        if not hasattr(m, k) or k == "root":
+            raise PKDNError(f"unknown manifest field {k!r}")
+        setattr(m, k, v)
+    m.files = dict(sorted({**m.files, name: sha256_file(m.path(name))}.items()))
+    write_manifest(m, rehash=False)
+    return m
