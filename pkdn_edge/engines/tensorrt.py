@@ -5,23 +5,38 @@ TensorRT engines are specific to the GPU and the TensorRT version that built the
 engine is built **on the device**, either with ``trtexec`` (then ``register`` it) or here::
 
     python -m pkdn_edge.engines.tensorrt build exports/tensorrt_int8_x4          # Python API build
-    python -m pkdn_edge.engines.tensorrt register exports/tensorrt_int8_x4 model.plan  # trtexec-built
+    python -m pkdn_edge.engines.tensorrt register exports/tensorrt_int8_x4 model_trt10.plan  # trtexec-built
+    python -m pkdn_edge.engines.tensorrt info exports/tensorrt_int8_x4           # what is here, what runs
 
 Both record the engine in ``manifest.json`` (``engine_file``), after which :func:`load_engine`
-deserializes it. I/O binds by tensor name with the TensorRT ≥ 8.5 tensor API
-(``set_tensor_address`` + ``execute_async_v3``; required from 10.x) and falls back to the 8.x
-binding API (``execute_async_v2``) on older JetPacks. Device memory and streams come from
-``cuda-python`` (``cuda.bindings.runtime`` or the older ``cuda.cudart``), else from torch.
+deserializes it. I/O binds **by tensor name** (the manifest's ``input_name``/``output_name``):
 
-Versions: JetPack 4.6 ships TensorRT 8.2 (Nano), JetPack 5.x 8.5, JetPack 6.x 10.3. TensorRT 11
-removed the weak-typing precision flags (strongly typed networks only).
+==========================  ================================================================
+TensorRT                    API used (chosen by what the engine/context objects offer)
+==========================  ================================================================
+8.0 - 8.4 (JetPack 4.6)     bindings: ``get_binding_index``, ``set_binding_shape``,
+                            ``execute_async_v2(bindings, stream)``
+8.5 / 8.6 (JetPack 5, 6.0)  named tensors (both exist; the tensor API is preferred)
+10.x / 11.x (JetPack 6.1+)  named tensors only: ``num_io_tensors``, ``get_tensor_name``,
+                            ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``
+==========================  ================================================================
+
+Device memory and the stream come from ``cuda-python`` (``cuda.bindings.runtime``, or the older
+``cuda.cudart``), else from a CUDA build of torch. A missing, empty, truncated or foreign engine
+file is one :class:`~pkdn_edge.errors.PKDNError` line that says to rebuild it on this device.
+
+Versions: JetPack 4.6 ships TensorRT 8.2 (Nano), JetPack 5.1.x 8.5, JetPack 6.0 8.6, JetPack
+6.1/6.2 10.3. TensorRT 11 removed the weak-typing precision flags (strongly typed networks only).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +48,41 @@ from pkdn_edge.manifest import Manifest, add_file, read_manifest
 from .base import Engine, check_precision, missing_backend_error
 
 
+def _system_tensorrt_hint() -> str:
+    """Why ``import tensorrt`` fails inside a venv on a Jetson where JetPack installed it system-wide."""
+    in_venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
+    if not in_venv:
+        return ""
+    major_minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for root in ("/usr/lib/python3/dist-packages", f"/usr/lib/{major_minor}/dist-packages"):
+        if os.path.isdir(os.path.join(root, "tensorrt")):
+            return (f" (JetPack's TensorRT is in {root}, which this venv does not see: recreate it with "
+                    f"`python3 -m venv --system-site-packages`)")
+    return ""
+
+
 def _import_tensorrt() -> Any:
     try:
         return importlib.import_module("tensorrt")
     except ImportError:
-        raise missing_backend_error("tensorrt") from None
+        err = missing_backend_error("tensorrt")
+        hint = _system_tensorrt_hint()
+        if hint:
+            err.args = (str(err) + hint,)
+        raise err from None
+
+
+def trt_version(trt: Any) -> tuple[int, int]:
+    """(major, minor) of a tensorrt module (``"10.3.0.30"`` → ``(10, 3)``)."""
+    parts = (str(getattr(trt, "__version__", "0.0")).split(".") + ["0"])[:2]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return 0, 0
 
 
 def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    return trt_version(trt)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,14 +96,16 @@ class _CudaPython:
         try:
             from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
         except ImportError:
-            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
+            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python (ImportError when absent)
         self.rt = cudart
-        self.stream = self._ok(cudart.cudaStreamCreate())
+        self.stream = self._ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
 
-    def _ok(self, ret: Any) -> Any:
+    def _ok(self, ret: Any, call: str = "CUDA call") -> Any:
         err, *rest = ret if isinstance(ret, tuple) else (ret,)
         if int(err) != 0:
-            raise PKDNError(f"CUDA call failed: {err}")
+            name = getattr(err, "name", str(err))
+            raise PKDNError(f"{call} failed: {name} (is a CUDA GPU visible to this process? on Jetson the user "
+                            f"needs the 'video' group)")
         return rest[0] if len(rest) == 1 else (rest or None)
 
     @property
@@ -70,21 +113,21 @@ class _CudaPython:
         return int(self.stream)
 
     def malloc(self, nbytes: int) -> int:
-        return int(self._ok(self.rt.cudaMalloc(max(1, nbytes))))
+        return int(self._ok(self.rt.cudaMalloc(max(1, nbytes)), "cudaMalloc"))
 
     def free(self, ptr: int) -> None:
         self.rt.cudaFree(ptr)
 
     def h2d(self, ptr: int, host: np.ndarray) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._ok(self.rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, kind, self.stream))
+        self._ok(self.rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, kind, self.stream), "cudaMemcpyAsync")
 
     def d2h(self, host: np.ndarray, ptr: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._ok(self.rt.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, kind, self.stream))
+        self._ok(self.rt.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, kind, self.stream), "cudaMemcpyAsync")
 
     def sync(self) -> None:
-        self._ok(self.rt.cudaStreamSynchronize(self.stream))
+        self._ok(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
 
 class _CudaTorch:
@@ -129,50 +172,105 @@ def _cuda() -> Any:
         try:
             return impl()
         except ImportError as exc:
-            errors.append(str(exc))
-    raise PKDNError("the TensorRT backend needs CUDA memory from cuda-python (pip install cuda-python, matching "
-                    "your CUDA/JetPack version) or a CUDA build of torch")
+            errors.append(f"{impl.__name__}: {exc}")
+    raise PKDNError("the TensorRT backend needs CUDA memory from cuda-python (pip install 'pkdn-edge[tensorrt]' with "
+                    "a cuda-python 12.x matching your CUDA/JetPack, e.g. 'cuda-python==12.6.*' on JetPack 6.1/6.2) "
+                    "or a CUDA build of torch")
 
 
 # --------------------------------------------------------------------------------------------------
 # engine
 
 
+def select_api(engine: Any, context: Any) -> str:
+    """``"tensor"`` (named-tensor API, TensorRT >= 8.5; the only one from 10.0) or ``"binding"``
+    (TensorRT 8.0-8.4), from the methods the engine and its execution context offer."""
+    if hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3") \
+            and hasattr(context, "set_tensor_address"):
+        return "tensor"
+    if hasattr(engine, "num_bindings") and hasattr(context, "execute_async_v2"):
+        return "binding"
+    raise PKDNError("this TensorRT has neither execute_async_v3 (named tensors, >= 8.5) nor execute_async_v2 "
+                    "(bindings, 8.x); TensorRT 8.0 or newer is needed")
+
+
+def _rebuild_hint(manifest: Manifest) -> str:
+    return (f"rebuild it on this device: `python -m pkdn_edge.engines.tensorrt build {manifest.root}` or trtexec "
+            f"(see {manifest.root}/BUILD.md), then register it")
+
+
 class TensorRTEngine(Engine):
-    """A deserialized TensorRT engine; inputs/outputs bound by the manifest's tensor names."""
+    """A deserialized TensorRT engine; inputs/outputs bound by the manifest's tensor names.
+
+    Attributes (beyond :class:`~pkdn_edge.engines.base.Engine`): ``api`` (``"tensor"`` or
+    ``"binding"``), ``max_batch`` (the optimization profile's max batch, or the static batch),
+    ``engine_path``, ``trt_version``, ``dla_core`` (``None`` for a GPU engine; taken from a
+    ``..._dla<N>.plan`` name unless given).
+    """
 
     backend = "tensorrt"
 
     def __init__(self, manifest: Manifest, threads: int = 2, precision: str | None = None,
-                 engine_file: str | None = None) -> None:
+                 engine_file: str | None = None, dla_core: int | None = None) -> None:
         trt = _import_tensorrt()
         super().__init__(manifest, threads, precision)
         check_precision(manifest, precision, self.backend)
+        self.trt = trt
+        self.trt_version = str(getattr(trt, "__version__", "?"))
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (ptr, nbytes)
         name = engine_file or manifest.engine_file
         if not name:
             raise PKDNError(f"{manifest.root} has no TensorRT engine yet: build it on this device with "
                             f"`python -m pkdn_edge.engines.tensorrt build {manifest.root}` "
                             f"or trtexec (see {manifest.root}/BUILD.md), then register it")
         path = manifest.path(name)
+        self.engine_path = path
         if not path.is_file():
-            raise PKDNError(f"TensorRT engine {path} is missing; rebuild it on this device")
-        self.trt = trt
+            raise PKDNError(f"TensorRT engine {path} is missing; {_rebuild_hint(manifest)}")
+        data = path.read_bytes()
+        if len(data) < 64:
+            raise PKDNError(f"TensorRT engine {path} is {len(data)} bytes: empty or truncated (an interrupted copy or "
+                            f"build?); {_rebuild_hint(manifest)}")
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if dla_core is None:  # a DLA engine (model_trt10_dla1.plan) runs on the DLA core it was built for
+            m = re.search(r"_dla(\d+)\.\w+$", path.name)
+            dla_core = int(m.group(1)) if m else None
+        self.dla_core = dla_core
+        if dla_core is not None:
+            self.runtime.DLA_core = int(dla_core)
+        try:
+            self.engine = self.runtime.deserialize_cuda_engine(data)
+        except Exception as exc:  # some versions raise instead of returning None
+            self.engine = None
+            why = f" ({str(exc).strip().splitlines()[0][:200]})" if str(exc).strip() else ""
+        else:
+            why = ""
         if self.engine is None:
-            raise PKDNError(f"TensorRT {trt.__version__} cannot deserialize {path}: engines only run on the GPU and "
-                            f"TensorRT version that built them; rebuild it on this device")
+            built = (manifest.extras.get("engine") or {}).get("tensorrt")
+            was = f"; it was registered with TensorRT {built}" if built and built != self.trt_version else ""
+            raise PKDNError(f"TensorRT {self.trt_version} cannot deserialize {path}{why}: the file is corrupt or "
+                            f"truncated, or was built by another TensorRT version or on another GPU{was} (engines only "
+                            f"run on the GPU model and TensorRT version that built them); {_rebuild_hint(manifest)}")
         self.context = self.engine.create_execution_context()
-        self.cuda = _cuda()
-        self.tensor_api = hasattr(self.engine, "num_io_tensors")  # TensorRT >= 8.5
+        if self.context is None:
+            raise PKDNError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
+        self.api = select_api(self.engine, self.context)
+        self.tensor_api = self.api == "tensor"
         self._in, self._out = manifest.input_name, manifest.output_name
         names = self._io_names()
         for n in (self._in, self._out):
             if n not in names:
-                raise PKDNError(f"engine {path} has tensors {names}, the manifest says {n!r}")
+                raise PKDNError(f"engine {path} has I/O tensors {names}, the manifest says {n!r}; it was built from "
+                                f"another model: {_rebuild_hint(manifest)}")
+        if len(names) != 2:
+            raise PKDNError(f"engine {path} has I/O tensors {names}; a PKDN engine has exactly "
+                            f"{self._in!r} -> {self._out!r}: {_rebuild_hint(manifest)}")
+        self._check_shapes(path, manifest)
         self.max_batch = self._max_batch()
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (ptr, nbytes)
+        self._dynamic = self._shape(self._in)[0] < 0
+        self._in_dtype, self._out_dtype = self._dtype(self._in), self._dtype(self._out)
+        self.cuda = _cuda()
 
     # -- introspection (both APIs) -------------------------------------------------------------------
     def _io_names(self) -> list[str]:
@@ -191,17 +289,28 @@ class TensorRTEngine(Engine):
         shape = e.get_tensor_shape(name) if self.tensor_api else e.get_binding_shape(e.get_binding_index(name))
         return tuple(int(d) for d in shape)
 
+    def _check_shapes(self, path: Path, manifest: Manifest) -> None:
+        """The engine must map (N,3,h,w) to (N,3,s·h,s·w) of this artifact (a wrong engine would write
+        past the output buffer)."""
+        h, w = self.lr_size
+        want_in, want_out = (3, h, w), (3, h * self.scale, w * self.scale)
+        got_in, got_out = self._shape(self._in), self._shape(self._out)
+        if len(got_in) != 4 or tuple(got_in[1:]) != want_in or len(got_out) != 4 or tuple(got_out[1:]) != want_out:
+            raise PKDNError(f"engine {path} maps {list(got_in)} -> {list(got_out)}, this x{self.scale} artifact needs "
+                            f"[N, {', '.join(map(str, want_in))}] -> [N, {', '.join(map(str, want_out))}]; "
+                            f"{_rebuild_hint(manifest)}")
+
     def _max_batch(self) -> int:
         shape = self._shape(self._in)
         if shape[0] > 0:
-            if self.batch is None:
-                self.batch = shape[0]  # a static engine built from a dynamic ONNX
+            self.batch = shape[0]  # a static engine runs exactly its batch (base pads/splits)
             return shape[0]
+        self.batch = None
         e = self.engine
         try:
-            if hasattr(e, "get_tensor_profile_shape"):
-                return int(e.get_tensor_profile_shape(self._in, 0)[2][0])
-            return int(e.get_profile_shape(0, self._in)[2][0])
+            if self.tensor_api and hasattr(e, "get_tensor_profile_shape"):
+                return max(1, int(e.get_tensor_profile_shape(self._in, 0)[2][0]))
+            return max(1, int(e.get_profile_shape(0, self._in)[2][0]))
         except Exception:
             return 1
 
@@ -211,13 +320,14 @@ class TensorRTEngine(Engine):
         if size < nbytes:
             if ptr:
                 self.cuda.free(ptr)
+                self._buffers.pop(name, None)
             ptr = self.cuda.malloc(nbytes)
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
     def run_tensor(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        if self.batch is None and x.shape[0] > self.max_batch:  # split past the profile's max batch
+        if self.batch is None and x.ndim == 4 and x.shape[0] > self.max_batch:  # split past the profile's max
             parts = [super(TensorRTEngine, self).run_tensor(x[i : i + self.max_batch])
                      for i in range(0, x.shape[0], self.max_batch)]
             return np.concatenate(parts)
@@ -226,36 +336,44 @@ class TensorRTEngine(Engine):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         h, w = self.lr_size
-        xin = np.ascontiguousarray(x.astype(self._dtype(self._in), copy=False))
-        out = np.empty((n, 3, h * self.scale, w * self.scale), self._dtype(self._out))
+        xin = np.ascontiguousarray(x.astype(self._in_dtype, copy=False))
+        out = np.empty((n, 3, h * self.scale, w * self.scale), self._out_dtype)
         pin = self._buffer(self._in, xin.nbytes)
         pout = self._buffer(self._out, out.nbytes)
         self.cuda.h2d(pin, xin)
         ctx = self.context
-        if self.tensor_api:
-            if self._shape(self._in)[0] < 0:
-                ctx.set_input_shape(self._in, tuple(xin.shape))
+        dynamic = self._dynamic
+        if self.tensor_api:  # TensorRT >= 8.5
+            if dynamic and ctx.set_input_shape(self._in, tuple(xin.shape)) is False:
+                raise PKDNError(f"TensorRT refused input shape {tuple(xin.shape)} (profile max batch {self.max_batch})")
             ctx.set_tensor_address(self._in, pin)
             ctx.set_tensor_address(self._out, pout)
             ok = ctx.execute_async_v3(self.cuda.stream_handle)
         else:  # TensorRT 8.0-8.4 binding API
             e = self.engine
             i_in, i_out = e.get_binding_index(self._in), e.get_binding_index(self._out)
-            if self._shape(self._in)[0] < 0:
-                ctx.set_binding_shape(i_in, tuple(xin.shape))
+            if dynamic and ctx.set_binding_shape(i_in, tuple(xin.shape)) is False:
+                raise PKDNError(f"TensorRT refused input shape {tuple(xin.shape)} (profile max batch {self.max_batch})")
             bindings = [0] * e.num_bindings
             bindings[i_in], bindings[i_out] = pin, pout
             ok = ctx.execute_async_v2(bindings, self.cuda.stream_handle)
         if not ok:
-            raise PKDNError("TensorRT execution failed")
+            raise PKDNError(f"TensorRT {self.trt_version} execution failed (batch {n}; see the TensorRT log above)")
         self.cuda.d2h(out, pout)
         self.cuda.sync()
         return out.astype(np.float32, copy=False)
 
     def close(self) -> None:
-        for ptr, _ in self._buffers.values():
-            self.cuda.free(ptr)
-        self._buffers.clear()
+        cuda = getattr(self, "cuda", None)
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            if cuda is not None:
+                cuda.free(ptr)
+        if hasattr(self, "_buffers"):
+            self._buffers.clear()
+        # the context before the engine before the runtime (TensorRT's ownership order)
+        for attr in ("context", "engine", "runtime"):
+            if hasattr(self, attr):
+                setattr(self, attr, None)
 
     def __del__(self) -> None:  # best effort
         try:
@@ -279,21 +397,33 @@ def onnx_for_generation(manifest: Manifest, major: int) -> str:
     return str(per_gen.get(str(major)) or per_gen.get("11" if major >= 11 else "10") or manifest.model_file)
 
 
+def default_engine_name(major: int, dla_core: int | None = None) -> str:
+    """``model_trt<major>.plan`` (``model_trt<major>_dla<core>.plan`` for a DLA engine), as in deploy/jetson/README.md."""
+    return f"model_trt{major}" + (f"_dla{dla_core}" if dla_core is not None else "") + ".plan"
+
+
 def build_engine_file(manifest: Manifest, out_name: str | None = None, workspace_mb: int = 1024,
-                      opt_batch: int | None = None, max_batch: int | None = None) -> Path:
+                      opt_batch: int | None = None, max_batch: int | None = None,
+                      dla_core: int | None = None) -> Path:
     """Build a serialized engine from the artifact's ONNX with the TensorRT Python API.
 
     Precision per generation: 8.x/10.x are weakly typed (fp16: ``BuilderFlag.FP16``; int8: the
     Q/DQ ONNX with ``INT8`` + ``FP16`` flags); 11.x builds strongly typed networks, so the ONNX's own
     types decide (fp16: the fp16 ONNX; int8: the Q/DQ ONNX). Dynamic-batch ONNX gets a profile
-    ``1 / opt / max`` (defaults 1 / 4 / 16). Returns the engine path (inside the artifact).
+    ``1 / opt / max`` (defaults 1 / 4 / 16). ``dla_core`` puts the layers DLA supports on that DLA
+    core (Xavier / Orin AGX / Orin NX), the rest falls back to the GPU; fp16/int8 only.
+    Returns the engine path (inside the artifact; written atomically).
     """
     trt = _import_tensorrt()
     major = trt_major(trt)
+    if dla_core is not None and manifest.precision == "fp32":
+        raise PKDNError("DLA runs fp16 and int8 only: export with --precision fp16 (or int8) for a DLA engine")
     onnx_name = onnx_for_generation(manifest, major)
     onnx_path = manifest.path(onnx_name)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    if manifest.precision == "int8" and major < 10 and getattr(builder, "platform_has_fast_int8", True) is False:
+        raise PKDNError("this GPU has no fast INT8 (e.g. the Jetson Nano's Maxwell GPU): export with --precision fp16")
     flags = 0
     if major < 10:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -312,6 +442,14 @@ def build_engine_file(manifest: Manifest, out_name: str | None = None, workspace
             config.set_flag(trt.BuilderFlag.FP16)
         if manifest.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
+    if dla_core is not None:
+        n_dla = int(getattr(builder, "num_DLA_cores", 0) or 0)
+        if dla_core < 0 or dla_core >= n_dla:
+            raise PKDNError(f"DLA core {dla_core} does not exist here ({n_dla} DLA cores; the Orin Nano and Jetson Nano "
+                            f"have none)")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if manifest.dynamic:
         h, w = manifest.lr_size
         mx = max_batch or 16
@@ -322,8 +460,15 @@ def build_engine_file(manifest: Manifest, out_name: str | None = None, workspace
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise PKDNError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (see the log above)")
-    out = manifest.path(out_name or f"model_trt{major}.plan")
-    out.write_bytes(bytes(plan))
+    out = manifest.path(out_name or default_engine_name(major, dla_core))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-engine.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(plan))
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return out
 
 
@@ -333,6 +478,8 @@ def register_engine(artifact: str | Path, engine_path: str | Path) -> Manifest:
     src = Path(engine_path)
     if not src.is_file():
         raise PKDNError(f"engine file {src} does not exist")
+    if src.stat().st_size < 64:
+        raise PKDNError(f"engine file {src} is {src.stat().st_size} bytes: empty or truncated; rebuild it")
     dst = m.path(src.name)
     if src.resolve() != dst.resolve():
         dst.write_bytes(src.read_bytes())
@@ -345,33 +492,65 @@ def register_engine(artifact: str | Path, engine_path: str | Path) -> Manifest:
     return add_file(artifact, dst.name, engine_file=dst.name, extras={**m.extras, "engine": info})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pkdn_edge.engines.tensorrt build|register ARTIFACT [ENGINE]``."""
+def describe(artifact: str | Path) -> dict[str, Any]:
+    """What a tensorrt artifact holds and what this machine offers (for ``info``; no GPU needed)."""
+    m = read_manifest(artifact)
+    out: dict[str, Any] = {"artifact": str(m.root), "target": m.target, "precision": m.precision, "scale": m.scale,
+                           "dynamic": m.dynamic, "engine_file": m.engine_file,
+                           "engine_built_with": (m.extras.get("engine") or {}).get("tensorrt"),
+                           "build_commands": m.extras.get("build_commands", {})}
+    try:
+        trt = importlib.import_module("tensorrt")
+        out["tensorrt_here"] = str(trt.__version__)
+        out["onnx_for_this_tensorrt"] = onnx_for_generation(m, trt_major(trt))
+    except ImportError:
+        out["tensorrt_here"] = None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pkdn_edge.engines.tensorrt",
-                                description="Build or register the TensorRT engine of a tensorrt artifact on this device.")
+                                description="Build, register or inspect the TensorRT engine of a tensorrt artifact "
+                                            "on this device.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the engine with the TensorRT Python API and record it")
     b.add_argument("artifact")
-    b.add_argument("--workspace-mb", type=int, default=1024)
-    b.add_argument("--opt-batch", type=int, default=None)
-    b.add_argument("--max-batch", type=int, default=None)
+    b.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace (MiB)")
+    b.add_argument("--opt-batch", type=int, default=None, help="dynamic artifacts: profile opt batch (default 4)")
+    b.add_argument("--max-batch", type=int, default=None, help="dynamic artifacts: profile max batch (default 16)")
+    b.add_argument("--dla-core", type=int, default=None,
+                   help="build for this DLA core with GPU fallback (Xavier, Orin AGX/NX; fp16/int8 only)")
+    b.add_argument("--output", default=None, help="engine file name inside the artifact (default model_trt<N>.plan)")
     r = sub.add_parser("register", help="record an engine built with trtexec")
     r.add_argument("artifact")
     r.add_argument("engine")
-    args = p.parse_args(argv)
+    i = sub.add_parser("info", help="print what the artifact holds and which TensorRT is installed here")
+    i.add_argument("artifact")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pkdn_edge.engines.tensorrt build|register|info ARTIFACT [ENGINE]``."""
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         if args.cmd == "register":
             m = register_engine(args.artifact, args.engine)
             print(f"registered {m.engine_file} in {m.root}/manifest.json")
             return 0
+        if args.cmd == "info":
+            for k, v in describe(args.artifact).items():
+                print(f"{k}: {v}")
+            return 0
         m = read_manifest(args.artifact)
         if m.target != "tensorrt":
             raise PKDNError(f"{args.artifact} is a {m.target} artifact, not tensorrt")
-        out = build_engine_file(m, workspace_mb=args.workspace_mb, opt_batch=args.opt_batch, max_batch=args.max_batch)
+        out = build_engine_file(m, out_name=args.output, workspace_mb=args.workspace_mb, opt_batch=args.opt_batch,
+                                max_batch=args.max_batch, dla_core=args.dla_core)
         m = register_engine(args.artifact, out)
         eng = open_engine(m)
         eng.warmup(2)
+        eng.close()
         print(f"built and registered {out.name} ({out.stat().st_size / 1e6:.1f} MB) in {m.root}")
         return 0
 

@@ -32,6 +32,9 @@ _EXPORTS = {
     "warp_face": "align",
     "align_faces": "align",
     "feather_mask": "align",
+    "footprint": "align",
+    "Pasted": "align",
+    "blend_face": "align",
     "paste_back": "align",
     "paste_faces": "align",
     # tracking
