@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--ignore", default="edges",
                    help="ignored-scope groups kept in float, comma-separated, 'none', or 'auto' (try several on "
                         "held-out training faces, keep the smallest within --max-drop); default edges")
-    q.add_argument("--max-drop", type=float, default=0.1, help="PSNR drop (dB) allowed by --ignore auto")
+    q.add_argument("--max-drop", type=float, default=0.1,
+                   help="PSNR drop (dB) allowed by --ignore auto and --accuracy-control")
+    q.add_argument("--accuracy-control", action="store_true",
+                   help="openvino only: NNCF quantize_with_accuracy_control, starting from --ignore groups and "
+                        "reverting ops to float until the PSNR drop on held-out training faces <= --max-drop")
     q.add_argument("--subset-size", type=int, default=300, help="NNCF subset_size (faces used for statistics)")
     q.add_argument("--full-bias-correction", action="store_true", help="NNCF's slower full bias correction")
     v = p.add_argument_group("verification")
@@ -81,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.calib_size < 1 or args.subset_size < 1 or args.threads < 1:
             raise PKDNError("--calib-size, --subset-size and --threads must be >= 1")
         auto = args.ignore.strip() == "auto"
+        if args.accuracy_control and (auto or args.target != "openvino"):
+            raise PKDNError("--accuracy-control works with --target openvino and an explicit --ignore (not auto)")
         settings = Int8Settings(preset=args.int8_preset, ignore=() if auto else parse_ignore(args.ignore),
                                 subset_size=args.subset_size, fast_bias_correction=not args.full_bias_correction)
         calib = CalibOptions(folder=args.calib, size=args.calib_size, synthetic=args.calib_synthetic,
-                             settings=settings, auto_ignore=auto, max_drop=args.max_drop)
+                             settings=settings, auto_ignore=auto, max_drop=args.max_drop,
+                             accuracy_control=args.accuracy_control)
         report = run_export(args.target, args.precision, args.weights, args.scale, args.out,
                             None if args.dynamic else args.batch, calib, args.threads, not args.no_verify,
                             args.verify_faces, args.verify_synthetic, args.opset,

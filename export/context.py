@@ -22,6 +22,9 @@ class CalibOptions:
         synthetic: generated faces instead (CI/tests only).
         settings: NNCF settings; ``auto_ignore`` tries :func:`~.quantize.default_candidates` on
             held-out faces and keeps the one with the fewest float groups within ``max_drop`` dB.
+        accuracy_control: OpenVINO path only: ``nncf.quantize_with_accuracy_control`` starting from
+            ``settings``; ops are reverted to float until the mean PSNR drop on the held-out
+            selection faces is at most ``max_drop`` dB.
     """
 
     folder: Path | None = None
@@ -31,6 +34,21 @@ class CalibOptions:
     auto_ignore: bool = False
     max_drop: float = 0.1
     select_size: int = 64
+    accuracy_control: bool = False
+
+
+@dataclass
+class QuantizedModel:
+    """An INT8 PyTorch model made elsewhere (e.g. NNCF PTQ + quantization-aware training in
+    :mod:`.qat`) that an export ships instead of calibrating the fp32 model anew.
+
+    Attributes:
+        module: the NNCF fake-quantized model (output of ``nncf.quantize``, possibly fine-tuned).
+        info: facts recorded under ``extras.quantization`` in the manifest (method, settings, steps).
+    """
+
+    module: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +62,8 @@ class ExportContext:
         workdir: the (temporary) artifact folder: every file written here ships.
         scratch: a folder for intermediate files that do not ship.
         calib: INT8 options.
+        int8_model: a ready INT8 PyTorch model (QAT) to export for ``precision == "int8"`` instead
+            of quantizing ``model`` (the fp32 reference for verification) here.
         log: progress printer (one line per step).
     """
 
@@ -60,6 +80,7 @@ class ExportContext:
     opset: int = 17
     calib: CalibOptions = field(default_factory=CalibOptions)
     log: Callable[[str], None] = print
+    int8_model: QuantizedModel | None = None
     _faces: Any = None
 
     def onnx_metadata(self) -> dict[str, Any]:

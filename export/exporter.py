@@ -36,7 +36,7 @@ from pkdn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_fi
 from pkdn_edge.models import PRESETS
 from pkdn_edge.models.checkpoint import load_model
 
-from .context import CalibOptions, ExportContext, TargetResult
+from .context import CalibOptions, ExportContext, QuantizedModel, TargetResult
 from .formats import ExportFormat, get_format
 from .verify import Parity
 
@@ -157,8 +157,12 @@ def run_export(target: str, precision: str | None = None, weights: str | Path | 
                out: str | Path | None = None, batch: int | None = 1, calib: CalibOptions | None = None,
                threads: int = 2, verify: bool = True, verify_faces: str | Path | None = None,
                verify_synthetic: bool = False, opset: int = 17, benchmark: bool = True,
-               log: Callable[[str], None] = print) -> ExportReport:
-    """Export a PKDN checkpoint to ``target`` (see the module docstring). ``batch=None``: dynamic batch."""
+               log: Callable[[str], None] = print, int8_model: QuantizedModel | None = None) -> ExportReport:
+    """Export a PKDN checkpoint to ``target`` (see the module docstring). ``batch=None``: dynamic batch.
+
+    ``int8_model``: for ``precision="int8"`` on the ``onnx``/``openvino``/``tensorrt`` targets, ship
+    this already-quantized model of the checkpoint (e.g. after QAT) instead of calibrating anew;
+    the checkpoint stays the fp32 reference of the verification."""
     t0 = time.perf_counter()
     fmt: ExportFormat = get_format(target)
     precision = precision or fmt.precisions[0]
@@ -183,7 +187,8 @@ def run_export(target: str, precision: str | None = None, weights: str | Path | 
     scratch = Path(tempfile.mkdtemp(prefix="pkdn-export-"))
     try:
         ctx = ExportContext(model=model, meta=meta, weights=weights, scale=scale, lr_size=(n, n), precision=precision,
-                            batch=batch, workdir=tmp, scratch=scratch, threads=threads, opset=opset, calib=calib, log=log)
+                            batch=batch, workdir=tmp, scratch=scratch, threads=threads, opset=opset, calib=calib, log=log,
+                            int8_model=int8_model if precision == "int8" else None)
         log(f"exporting {weights.name} (x{scale}) to {target} {precision} ...")
         module = importlib.import_module(f"pkdn_edge.export.{fmt.module}")
         result: TargetResult = module.export(ctx)

@@ -5,7 +5,10 @@ are the ONNX ones. fp16: ``ov.save_model(compress_to_fp16=True)`` (fp16 weights;
 decompresses them and computes in the inference precision hint, f32 by default in
 :mod:`pkdn_edge.engines.openvino`). int8: NNCF post-training quantization of the OpenVINO model
 (:func:`.quantize.quantize_openvino`); on held-out training faces this path matched the PyTorch
-→ Q/DQ ONNX path within 0.01 dB, and it runs with OpenVINO's own int8 kernels.
+→ Q/DQ ONNX path within 0.01 dB, and it runs with OpenVINO's own int8 kernels. With
+``calib.accuracy_control`` NNCF's accuracy-controlled PTQ is used instead
+(:func:`.quantize.quantize_openvino_accuracy`). Given a ready INT8 PyTorch model (``ctx.int8_model``,
+e.g. after QAT), its Q/DQ ONNX is converted instead (no calibration here).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pkdn_edge.errors import MissingDependencyError
 
 from .context import ExportContext, TargetResult
 from .onnx_export import export_onnx
-from .quantize import Candidate, default_candidates, ignored_weights, pick_best, quantize_openvino
+from .quantize import (Candidate, default_candidates, export_fake_quant_onnx, ignored_weights, pick_best,
+                       quantize_openvino, quantize_openvino_accuracy)
 from .verify import mean_psnr, torch_outputs
 
 
@@ -48,6 +52,22 @@ def quantize(ctx: ExportContext, fp32_model: Any) -> tuple[Any, dict[str, Any]]:
     calib_lr, select_hr, source = ctx.calibration()
     base = replace(ctx.calib.settings, overflow_fix="first_layer_only")  # NNCF's OpenVINO CPU default
     extras: dict[str, Any] = {"calibration": {"faces": source, "n": int(len(calib_lr))}}
+    if ctx.calib.accuracy_control:
+        sel_lr = to_lr(select_hr, ctx.scale)
+        ctx.log(f"int8: NNCF accuracy-controlled PTQ on OpenVINO ({base.label()}, max drop {ctx.calib.max_drop} dB "
+                f"on {len(select_hr)} held-out faces)")
+        q = quantize_openvino_accuracy(fp32_model, calib_lr, sel_lr, select_hr, base,
+                                       ignored_weights(ctx.model, base.ignore), ctx.calib.max_drop)
+        ref = mean_psnr(torch_outputs(ctx.model, sel_lr), select_hr)
+        d = mean_psnr(_run(ov, q, sel_lr, ctx.threads), select_hr) - ref
+        fq = sum(op.get_type_name() == "FakeQuantize" for op in q.get_ops())
+        ctx.log(f"int8 accuracy control: PSNR delta {d:+.3f} dB on {len(select_hr)} held-out faces, "
+                f"{fq} FakeQuantize ops")
+        extras["quantization"] = {"tool": "nncf", "path": "openvino", "accuracy_control": True, **base.to_dict(),
+                                  "max_drop_db": ctx.calib.max_drop,
+                                  "selection": {"faces": len(select_hr), "delta_db": round(d, 4),
+                                                "fake_quantize_ops": fq}}
+        return q, extras
     if not ctx.calib.auto_ignore:
         ctx.log(f"int8: NNCF PTQ on OpenVINO ({base.label()}) with {len(calib_lr)} faces")
         q = quantize_openvino(fp32_model, calib_lr, base, ignored_weights(ctx.model, base.ignore))
@@ -72,11 +92,19 @@ def quantize(ctx: ExportContext, fp32_model: Any) -> tuple[Any, dict[str, Any]]:
 def export(ctx: ExportContext) -> TargetResult:
     """Write ``model.xml``/``model.bin`` in ``ctx.precision``."""
     ov = _ov()
-    onnx_path = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset,
-                            ctx.onnx_metadata())
-    model = ov.convert_model(str(onnx_path))
     extras: dict[str, Any] = {"converted_from": "onnx", "inference_precision_hint": "f32"}
-    if ctx.precision == "int8":
+    if ctx.precision == "int8" and ctx.int8_model is not None:
+        ctx.log("int8: converting the given INT8 PyTorch model (Q/DQ ONNX) to OpenVINO")
+        qdq = export_fake_quant_onnx(ctx.int8_model.module, ctx.scratch / "int8_qdq.onnx", ctx.lr_size, ctx.batch,
+                                     ctx.opset)
+        model = ov.convert_model(str(qdq))
+        extras["converted_from"] = "Q/DQ onnx of an INT8 PyTorch model"
+        extras["quantization"] = {"tool": "nncf", "path": "torch → Q/DQ ONNX → openvino", **ctx.int8_model.info}
+    else:
+        onnx_path = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset,
+                                ctx.onnx_metadata())
+        model = ov.convert_model(str(onnx_path))
+    if ctx.precision == "int8" and ctx.int8_model is None:
         model, q = quantize(ctx, model)
         extras.update(q)
     for k, v in ctx.onnx_metadata().items():

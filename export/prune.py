@@ -1,8 +1,25 @@
 """Structured pruning of PKDN students: real channel removal, producing a slimmer ``PKDNConfig``.
 
-Why our own code and not a library: NNCF 3.x only offers unstructured masks (nothing gets faster
-on dense backends), and torch-pruning's dependency graph mishandles pixel-shuffle groups. PKDN's
-channel couplings are few and explicit, so they are listed here once:
+Why our own code and not a library:
+
+* **NNCF 3.x**: ``nncf.prune`` (3.4) offers only unstructured modes
+  (``PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL/GLOBAL``, ``UNSTRUCTURED_REGULARIZATION_BASED``):
+  binary masks that zero single weights but keep every tensor's shape, so nothing gets faster on
+  dense CPU/GPU backends (ONNX Runtime, OpenVINO, TensorRT).
+* **torch-pruning**'s dependency graph mishandles pixel-shuffle: the conv before a
+  ``PixelShuffle(2)`` has ``4·C`` outputs that become ``C`` channels, so its outputs must be removed
+  in groups of r² = 4 (``c·4 … c·4+3``) together with channel ``c`` of every consumer; the graph
+  treats them as unrelated channels (or needs the layers excluded, which leaves the upsampler and
+  every decoder stage unpruned). The same holds, mirrored, for pixel-unshuffle downsampling. On
+  the ``edge`` student, torch-pruning 1.6.1's ``MetaPruner(model, x, GroupMagnitudeImportance(),
+  pruning_ratio=0.5).step()`` stops with ``IndexError: index 16 is out of bounds for dimension 0
+  with size 16``.
+* PKDN's channel couplings are few and explicit, so listing them once here is shorter than
+  teaching a generic tracer, and the result is an ordinary :class:`~pkdn_edge.models.PKDN` of a
+  smaller :class:`~pkdn_edge.models.PKDNConfig` (no masks, no custom modules): it trains with
+  ``pkdn-train``, saves/loads with :mod:`pkdn_edge.models.checkpoint` and exports with ``pkdn-export``.
+
+Channel spaces (every conv that reads or writes a space is sliced with the same kept indices):
 
 * **stream ``S_i``** (the residual stream of encoder/decoder stage ``i``): stem or downsampling
   conv outputs, every residual-block input/output, the fusion block's modulated features, channel
@@ -10,24 +27,27 @@ channel couplings are few and explicit, so they are listed here once:
   concatenated copies of ``S_i``-sized blocks), the upsampling conv into stage ``i`` (pixel-shuffle:
   **r² = 4 output channels per kept channel**, ``c·4 + k``) and the downsampling conv out of it
   (pixel-unshuffle: 4 input channels per kept channel).
-* **``M``** the inner channels of each residual block, **``G_i``** the fusion block's guide,
-  **``H_i``** its channel-attention hidden units, **``R_k``** the width of upsampler step ``k``
-  (pixel-shuffle groups again; step widths halve and never drop below 8).
+* **``M``** the inner channels of each residual block, **``G_i``** the fusion block's guide (it
+  drives the affine modulation γ/β and the spatial gate), **``H_i``** its channel-attention hidden
+  units, **``R_k``** the width of upsampler step ``k`` (pixel-shuffle groups again; step widths
+  halve and never drop below 8).
 
 Importance of a channel is the L2 norm of every weight slice that touches it (its group norm:
-output filters, input slices and biases across all coupled layers). The kept channels are copied
-into a fresh :class:`~pkdn_edge.models.PKDN` of the smaller config, so the result is an ordinary
-model: it trains, exports and runs like any other. Only students are pruned (a teacher's prior
-encoder is left alone).
+output filters, input slices and biases across all coupled layers, the four pixel-shuffle outputs
+of a channel counted together). :func:`plan_pruning` picks the kept channels,
+:func:`apply_pruning` copies them into a fresh :class:`~pkdn_edge.models.PKDN`;
+:meth:`PruningPlan.to_meta` records which channels survived so that fine-tuning can start the
+distillation adapters as channel selections. Only students are pruned (a teacher's prior encoder
+is left alone).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from pkdn_edge.models import PKDN
+from pkdn_edge.models import PKDN, PKDNConfig
 from pkdn_edge.models.pkdn import ChannelAttention
 
 Index = torch.Tensor  # 1-D long tensor of kept channel indices (sorted)
@@ -124,29 +144,92 @@ def _copy_conv(dst: torch.nn.Conv2d, src: torch.nn.Conv2d, out_idx: Index | None
         dst.bias.data.copy_(src.bias.detach() if out_idx is None else src.bias.detach()[out_idx])
 
 
-def prune_student(model: PKDN, ratio: float) -> PKDN:
-    """Remove ``ratio`` of the channels of every prunable space; returns a new, smaller PKDN.
+@dataclass(frozen=True)
+class PruningPlan:
+    """Which channels of a student survive pruning.
 
-    ``ratio=0.5`` halves every stage width, every residual block's inner width and the upsampler's
-    step widths (down to 8; keeping the channels of largest group norm). The input/output interface
-    (LR RGB in, 128×128 RGB out) is unchanged.
+    Attributes:
+        ratio: fraction of channels removed from every prunable space.
+        source: the unpruned student's config.
+        config: the slim config (what the pruned checkpoint stores).
+        keep: kept channel indices (sorted, into the source model) per channel space: ``S{i}``
+            stage streams, ``G{i}``/``H{i}`` fusion guide / channel-attention hidden units,
+            ``M.{group}.{j}`` residual-block inner channels, ``R{k}`` upsampler step widths.
     """
+
+    ratio: float
+    source: PKDNConfig
+    config: PKDNConfig
+    keep: dict[str, Index]
+
+    def feature_index(self) -> list[list[int]]:
+        """Kept channels of each distilled feature, in :meth:`PKDN.forward_features` order
+        (encoder stages, bottleneck, decoder stages n-2..0, upsampler refinement)."""
+        n = len(self.source.widths)
+        spaces = [f"S{i}" for i in range(n)] + [f"S{n - 1}"] + [f"S{i}" for i in range(n - 2, -1, -1)] + ["R0"]
+        return [self.keep[s].tolist() for s in spaces]
+
+    def to_meta(self) -> dict:
+        """Checkpoint metadata: lets ``pkdn-train`` start the distillation adapters of a pruned
+        student as channel selections (see :meth:`~pkdn_edge.train.losses.FeatureAdapters.init_selection`)."""
+        return {"ratio": self.ratio, "source_config": self.source.to_dict(),
+                "feature_channels_before": _feature_channels(self.source),
+                "feature_index": self.feature_index()}
+
+
+def _feature_channels(cfg: PKDNConfig) -> list[int]:
+    """Widths of the distilled features of a model of ``cfg`` (as :attr:`PKDN.feature_channels`)."""
+    w = list(cfg.widths)
+    return w + [w[-1]] + w[-2::-1] + [cfg.refine_width]
+
+
+def _slim_config(cfg: PKDNConfig, ratio: float) -> PKDNConfig:
+    keep_frac = 1.0 - ratio
+    new_w = tuple(min(c, max(4, round(c * keep_frac))) for c in cfg.widths)
+    new_r = max(8, round(cfg.refine_width * keep_frac))
+    # residual-block inner widths: the same fraction of the *original* width, expressed against the
+    # new stage width (one ratio for all stages, as PKDNConfig has), never wider than before
+    mid_ratio = round(cfg.mid_ratio * keep_frac * cfg.widths[0] / new_w[0], 6)
+    new = replace(cfg, widths=new_w, refine_width=new_r, mid_ratio=mid_ratio)
+    while any(new.mid(a) > cfg.mid(b) for a, b in zip(new.widths, cfg.widths)):
+        new = replace(new, mid_ratio=round(new.mid_ratio * 0.99, 6))
+    return new
+
+
+def plan_pruning(model: PKDN, ratio: float) -> PruningPlan:
+    """Choose the channels to keep: in every channel space, those of largest group norm
+    (:func:`channel_importance`). ``ratio=0.5`` halves every stage width, every residual block's
+    inner width and the upsampler's step widths (down to 8)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
     cfg = model.cfg
     imp = channel_importance(model)
+    new_cfg = _slim_config(cfg, ratio)
     n = len(cfg.widths)
-    keep_frac = 1.0 - ratio
-    new_w = tuple(max(4, round(c * keep_frac)) for c in cfg.widths)
-    new_r = max(8, round(cfg.refine_width * keep_frac))
-    # residual-block inner widths: same fraction of the *original* width, expressed against the new one
-    mid_ratio = cfg.mid_ratio * keep_frac * cfg.widths[0] / new_w[0]
-    new_cfg = replace(cfg, widths=new_w, refine_width=new_r, mid_ratio=round(mid_ratio, 6))
-    slim = PKDN(new_cfg)
+    keep: dict[str, Index] = {}
+    for i, w in enumerate(new_cfg.widths):
+        keep[f"S{i}"] = _keep(imp[f"S{i}"], w)
+        keep[f"G{i}"] = _keep(imp[f"G{i}"], w)
+        keep[f"H{i}"] = _keep(imp[f"H{i}"], max(w // cfg.reduction, 4))
+    for name, seq in _block_groups(model):
+        i = n - 1 if name == "bottleneck" else int(name.split(".")[1])
+        for j in range(len(seq)):
+            keep[f"M.{name}.{j}"] = _keep(imp[f"M.{name}.{j}"], new_cfg.mid(new_cfg.widths[i]))
+    for k in range(len(model.upsampler.ups)):
+        keep[f"R{k}"] = _keep(imp[f"R{k}"], max(new_cfg.refine_width >> k, 8))
+    return PruningPlan(ratio, cfg, new_cfg, keep)
 
-    S = [_keep(imp[f"S{i}"], new_w[i]) for i in range(n)]
-    G = [_keep(imp[f"G{i}"], new_w[i]) for i in range(n)]
-    H = [_keep(imp[f"H{i}"], slim.fusions[i].channel_gate.fc1.out_channels) for i in range(n)]
+
+def apply_pruning(model: PKDN, plan: PruningPlan) -> PKDN:
+    """Copy the kept channels of ``model`` into a fresh :class:`PKDN` of ``plan.config``."""
+    cfg = model.cfg
+    if cfg != plan.source:
+        raise ValueError("this pruning plan was made for another model config")
+    n = len(cfg.widths)
+    slim = PKDN(plan.config)
+    S = [plan.keep[f"S{i}"] for i in range(n)]
+    G = [plan.keep[f"G{i}"] for i in range(n)]
+    H = [plan.keep[f"H{i}"] for i in range(n)]
 
     with torch.no_grad():
         _copy_conv(slim.stem, model.stem, S[0], None)
@@ -156,7 +239,7 @@ def prune_student(model: PKDN, ratio: float) -> PKDN:
         for name, seq in _block_groups(model):
             i = n - 1 if name == "bottleneck" else int(name.split(".")[1])
             for j, (b_src, b_dst) in enumerate(zip(seq, slim_groups[name])):
-                m = _keep(imp[f"M.{name}.{j}"], b_dst.conv1.out_channels)
+                m = plan.keep[f"M.{name}.{j}"]
                 _copy_conv(b_dst.conv1, b_src.conv1, m, S[i])
                 _copy_conv(b_dst.conv2, b_src.conv2, S[i], m)
         for i in range(n):
@@ -175,12 +258,22 @@ def prune_student(model: PKDN, ratio: float) -> PKDN:
         up_s, up_d = model.upsampler, slim.upsampler
         prev = S[0]
         for k in range(len(up_s.ups)):
-            r = _keep(imp[f"R{k}"], up_d.widths[k])
+            r = plan.keep[f"R{k}"]
             _copy_conv(up_d.ups[k].conv, up_s.ups[k].conv, _grouped(r, 4), prev)
             _copy_conv(up_d.refines[k], up_s.refines[k], r, r)
             prev = r
         _copy_conv(up_d.to_rgb, up_s.to_rgb, None, prev)
     return slim.train(model.training)
+
+
+def prune_student(model: PKDN, ratio: float) -> PKDN:
+    """Remove ``ratio`` of the channels of every prunable space; returns a new, smaller PKDN.
+
+    ``ratio=0.5`` halves every stage width, every residual block's inner width and the upsampler's
+    step widths (down to 8; keeping the channels of largest group norm). The input/output interface
+    (LR RGB in, 128×128 RGB out) is unchanged. :func:`plan_pruning` + :func:`apply_pruning` in one.
+    """
+    return apply_pruning(model, plan_pruning(model, ratio))
 
 
 def _copy_ca(dst: ChannelAttention, src: ChannelAttention, s: Index, h: Index) -> None:

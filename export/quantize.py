@@ -7,6 +7,9 @@ Two paths, same calibration faces, same ignored-scope groups:
 * :func:`quantize_torch` + :func:`strip_to_native`: ``nncf.quantize`` on the PyTorch model, then
   stripped to ``torch.ao`` FakeQuantize modules so ``torch.onnx.export(dynamo=False)`` writes
   ``QuantizeLinear``/``DequantizeLinear``; :mod:`.qdq` then makes that graph TensorRT-shaped.
+  The PyTorch model NNCF returns is trainable: :mod:`.qat` fine-tunes it (QAT) before export.
+* :func:`quantize_openvino_accuracy`: the OpenVINO path with NNCF's accuracy control (ops are
+  reverted to float until the PSNR drop on held-out faces is within a bound).
 
 Ignored scopes (``PKDN.md`` §5: INT8 SR breaks around pixel-shuffle, resize and the first/last
 convs) are named groups of modules, resolved to each backend's node names through the conv
@@ -216,6 +219,23 @@ def strip_to_native(q: nn.Module, example: torch.Tensor) -> nn.Module:
     return s.eval()
 
 
+def export_fake_quant_onnx(q: nn.Module, path: Any, lr_size: tuple[int, int], batch: int | None = 1,
+                           opset: int = 17) -> Any:
+    """An NNCF fake-quant model (PTQ or QAT) → ONNX with ``QuantizeLinear``/``DequantizeLinear``
+    (``dynamo=False``), as NNCF made it (no TensorRT rewrite). ``batch=None``: dynamic batch axis.
+    OpenVINO reads the Q/DQ pairs as ``FakeQuantize`` and runs the convs with int8 kernels."""
+    from .onnx_export import INPUT_NAME, OUTPUT_NAME, quiet_export
+
+    example = torch.full((batch or 1, 3, *lr_size), 0.5)
+    native = strip_to_native(q.eval(), example)
+    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch is None else None
+    with torch.no_grad(), quiet_export():
+        torch.onnx.export(native, (example,), str(path), opset_version=max(opset, 13), dynamo=False,
+                          do_constant_folding=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes=dynamic)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # OpenVINO path
 
@@ -256,6 +276,42 @@ def quantize_openvino(ov_model: Any, calib_lr: np.ndarray, settings: Int8Setting
                              fast_bias_correction=settings.fast_bias_correction,
                              ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None,
                              advanced_parameters=_advanced(nncf, settings))
+
+
+def quantize_openvino_accuracy(ov_model: Any, calib_lr: np.ndarray, select_lr: np.ndarray, select_hr: np.ndarray,
+                               settings: Int8Settings, weights: set[str], max_drop: float) -> Any:
+    """Accuracy-controlled NNCF PTQ of an OpenVINO model (``nncf.quantize_with_accuracy_control``).
+
+    NNCF quantizes with ``settings`` (ignored scopes included), then measures the mean Y-PSNR
+    (CTCNet protocol) of the fp32 and INT8 models on the held-out faces ``select_lr`` (M,3,h,w)
+    float32 / ``select_hr`` (M,H,W,3) uint8; while the drop exceeds ``max_drop`` dB it ranks the
+    quantized ops by how much each costs and reverts the worst ones to float (NNCF compiles both
+    models with an f32 inference precision for this). Returns a new ``ov.Model``.
+    """
+    nncf = _nncf()
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from pkdn_edge.metrics import psnr
+
+    from .verify import to_uint8
+
+    boundary = bool(BOUNDARY_GROUPS & set(settings.ignore))
+    names = ov_ignored_nodes(ov_model, weights, boundary) if weights or boundary else []
+
+    def validate(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
+        scores = [psnr(to_uint8(compiled(lr)[0])[0], hr) for lr, hr in items]
+        return float(np.mean(scores)), scores
+
+    calib = nncf.Dataset([calib_lr[i : i + 1] for i in range(len(calib_lr))])
+    val = nncf.Dataset([(select_lr[i : i + 1], select_hr[i]) for i in range(len(select_lr))], lambda item: item[0])
+    with quiet_nncf():
+        return nncf.quantize_with_accuracy_control(
+            ov_model, calib, val, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            preset=_preset(nncf, settings), subset_size=min(settings.subset_size, len(calib_lr)),
+            fast_bias_correction=settings.fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None,
+            advanced_quantization_parameters=_advanced(nncf, settings),
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(ranking_subset_size=len(select_lr)))
 
 
 # --------------------------------------------------------------------------------------------------

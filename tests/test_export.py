@@ -85,6 +85,20 @@ def test_onnx_fp32_matches_torch_within_1e4(onnx_fp32, tmp):
     assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []
 
 
+def test_onnx_bicubic_skip_path_is_two_matmuls(onnx_fp32):
+    """The onnx target replaces the cubic Resize of the input by exact interpolation MatMuls."""
+    from pkdn_edge.export.onnx_export import bicubic_matrix
+
+    graph = onnx.load(str(onnx_fp32.out / "model.onnx")).graph
+    assert not [n for n in graph.node if n.op_type == "Resize" and n.input[0] == "lr"]
+    assert sum(n.op_type == "MatMul" and "lr" in n.input for n in graph.node) == 1
+    assert read_manifest(onnx_fp32.out).extras["bicubic_skip"] == "matmul"
+    x = torch.rand(2, 3, 8, 12)
+    ref = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    y = torch.from_numpy(bicubic_matrix(8, 4)) @ x @ torch.from_numpy(bicubic_matrix(12, 4)).T
+    assert (y - ref).abs().max() < 1e-5
+
+
 @needs_openvino
 def test_openvino_fp32_with_f32_hint_matches_torch(tmp):
     r = _export(tmp, "openvino")

@@ -83,9 +83,16 @@ def validate(
 
 
 class Trainer:
-    """One run: builds data, model, optimiser; resumes from ``<out>/last.pt`` when it exists."""
+    """One run: builds data, model, optimiser; resumes from ``<out>/last.pt`` when it exists.
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    ``model`` (optional) is trained instead of the one ``cfg`` describes (``init``/``preset``),
+    e.g. an NNCF fake-quantized student for quantization-aware training
+    (:mod:`pkdn_edge.export.qat`, which also overrides :meth:`student_forward` and
+    :meth:`save_best`). When ``cfg.init`` is a pruned checkpoint (its metadata has ``pruning``), the
+    distillation adapters start as channel selections (:meth:`FeatureAdapters.init_selection`).
+    """
+
+    def __init__(self, cfg: TrainConfig, model: PKDN | None = None) -> None:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
@@ -112,8 +119,13 @@ class Trainer:
             self.train_data.hr, cfg.scale, cfg.degradation, self.priors, augment=cfg.augment, seed=cfg.seed
         )
         torch.manual_seed(cfg.seed)
-        if cfg.init:
-            self.model, _ = load_model(cfg.init)
+        init_meta: dict = {}
+        if model is not None:
+            if model.cfg.scale != cfg.scale or model.cfg.role != cfg.role:
+                raise PKDNError(f"the given model is a ×{model.cfg.scale} {model.cfg.role}, not a ×{cfg.scale} {cfg.role}")
+            self.model = model.to(self.device).train()
+        elif cfg.init:
+            self.model, init_meta = load_model(cfg.init)
             if self.model.cfg.scale != cfg.scale or self.model.cfg.role != cfg.role:
                 raise PKDNError(f"init checkpoint {cfg.init} is a ×{self.model.cfg.scale} {self.model.cfg.role}")
             self.model.to(self.device).train()
@@ -124,6 +136,9 @@ class Trainer:
         params = list(self.model.parameters())
         if self.teacher is not None:
             self.adapters = FeatureAdapters(self.model.feature_channels, self.teacher.feature_channels).to(self.device)
+            index = init_meta.get("pruning", {}).get("feature_index")
+            if index and init_meta["pruning"].get("feature_channels_before") == self.teacher.feature_channels:
+                self.adapters.init_selection(index)
             params += list(self.adapters.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         self.step = 0
@@ -186,7 +201,7 @@ class Trainer:
             g["lr"] = lr_now
         b = {k: v.to(self.device) for k, v in self.sampler.batch(step, cfg.batch_size).items()}
         prior = b.get("prior") if cfg.role == "teacher" else None
-        sr, feats = self.model.forward_features(b["lr"], prior)
+        sr, feats = self.student_forward(b["lr"], prior)
         l1 = F.l1_loss(sr, b["hr"])
         loss = cfg.w_pixel * l1
         stats = {"l1": l1.item(), "lr": lr_now}
@@ -244,9 +259,17 @@ class Trainer:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
+    def student_forward(self, lr: torch.Tensor, prior: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The trained model's ``(sr, distilled features)`` for a batch (see :meth:`PKDN.forward_features`)."""
+        return self.model.forward_features(lr, prior)
+
     def validate(self) -> float:
         score = validate(self.model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors)
         if score > self.best:
             self.best = score
-            export_weights(self.model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "train": self.cfg.to_dict()})
+            self.save_best(score)
         return score
+
+    def save_best(self, score: float) -> None:
+        """Write ``<out>/best.pt`` (inference weights) for a new best validation PSNR."""
+        export_weights(self.model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "train": self.cfg.to_dict()})

@@ -21,6 +21,30 @@ class FeatureAdapters(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return [m(f) for m, f in zip(self.maps, feats)]
 
+    @torch.no_grad()
+    def init_selection(self, index: list[list[int]]) -> int:
+        """Start each 1×1 adapter as a channel *selection*: student channel ``j`` → teacher channel
+        ``index[k][j]``, zeros elsewhere (no bias).
+
+        For a pruned student, ``index`` lists the channels it kept (see
+        :meth:`pkdn_edge.export.prune.PruningPlan.feature_index`): its surviving features then start
+        compared with the teacher features they were distilled against, instead of through a random
+        projection. Adapters whose widths do not fit ``index`` keep their random init. Returns how
+        many adapters were set.
+        """
+        if len(index) != len(self.maps):
+            raise ValueError(f"got {len(index)} feature index lists for {len(self.maps)} adapters")
+        done = 0
+        for m, idx in zip(self.maps, index):
+            if not isinstance(m, nn.Conv2d) or len(idx) != m.in_channels or max(idx, default=-1) >= m.out_channels:
+                continue
+            m.weight.zero_()
+            m.weight[torch.as_tensor(idx), torch.arange(m.in_channels), 0, 0] = 1.0
+            if m.bias is not None:
+                m.bias.zero_()
+            done += 1
+        return done
+
 
 def feature_distillation(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
     """Mean over stages of L1(F_s^k, F_t^k); every pair has the same shape (B,C_k,h_k,w_k)."""
