@@ -346,23 +346,30 @@ def write_image(path: PathLike, img: np.ndarray, quality: int = 95, mkdir: bool 
     if not folder.is_dir():
         raise ImageWriteError(f"{p}: folder {folder} does not exist" if not folder.exists()
                               else f"{p}: {folder} is not a folder")
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(enc.tobytes())
-        os.replace(tmp, p)
-        tmp = None
+        atomic_write_bytes(p, enc.tobytes())
     except OSError as exc:
         raise ImageWriteError(f"{p}: cannot write to folder {folder} ({exc.strerror or exc}); "
                               "check that it is writable and the disk is not full") from None
+    return p
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
+    readers never see a partial file, and a failure leaves no temporary file. Raises ``OSError``."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        tmp = None
     finally:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-    return p
 
 
 def is_image_file(path: PathLike) -> bool:

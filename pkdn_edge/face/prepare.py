@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pkdn_edge.errors import ImageReadError, PKDNError, run_cli
+from pkdn_edge.imageio import atomic_write_bytes
 
 __all__ = ["main", "build_parser", "prepare", "PrepareStats", "VIDEO_EXTENSIONS", "MANIFEST_COLUMNS"]
 
@@ -113,21 +112,10 @@ def _write_manifest(path: Path, rows: Sequence[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".MANIFEST.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
     except OSError as exc:
         raise PKDNError(f"cannot write {path} ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _iter_video(path: Path, every: int, stats: PrepareStats) -> Iterator[Tuple[int, np.ndarray]]:
