@@ -22,8 +22,18 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# `make bench`: pkdn-bench report (Markdown + JSON + plots) into $(BENCH_OUT), then the pytest-benchmark
+# suite on the same artifacts. Pass e.g. BENCH_ARGS="--weights4 runs/a/best.pt --weights8 runs/b/best.pt".
+BENCH_OUT       ?= benchmarks/report
+BENCH_ARTIFACTS ?= exports/bench
+BENCH_ARGS      ?=
+
 bench: install
-	$(BIN)/python -m pytest benchmarks -q --benchmark-enable
+	$(BIN)/pkdn-bench --out $(BENCH_OUT) --artifacts $(BENCH_ARTIFACTS) $(BENCH_ARGS)
+	PKDN_BENCH_ARTIFACTS=$(BENCH_ARTIFACTS) $(BIN)/python -m pytest benchmarks -q --benchmark-enable --benchmark-warmup=on \
+		--benchmark-warmup-iterations=20 --benchmark-min-rounds=50 --benchmark-max-time=0.5 \
+		--benchmark-sort=name --benchmark-columns=min,median,mean,max,rounds \
+		--benchmark-json=$(BENCH_OUT)/pytest-benchmark.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
