@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable
@@ -47,6 +48,10 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from torch import nn
+
+# NNCF compiles its CPU fake-quantize extension on first use of a quantized PyTorch model; on a
+# busy 2-core machine that takes longer than NNCF's default 60 s limit, which then aborts.
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError
 

@@ -23,6 +23,8 @@ from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint
 
+pytestmark = pytest.mark.usefixtures("nncf_reference_quantizers")  # no C++ extension build in tests
+
 HAS_INT8 = importlib.util.find_spec("nncf") is not None and importlib.util.find_spec("openvino") is not None
 needs_int8 = pytest.mark.skipif(not HAS_INT8, reason="nncf/openvino are not installed (pkdn-edge[export])")
 TINY = {"widths": (8, 12), "depth": 1, "bottleneck_depth": 1, "refine_width": 8, "prior_width": 4}

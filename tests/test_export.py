@@ -32,6 +32,8 @@ from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model
 from pkdn_edge.export.verify import torch_outputs, verify_engine
 
+pytestmark = pytest.mark.usefixtures("nncf_reference_quantizers")  # no C++ extension build in tests
+
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 HAS_NNCF = importlib.util.find_spec("nncf") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pkdn-edge[openvino])")
