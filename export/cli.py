@@ -15,21 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 
 from .formats import FORMATS, TARGETS, format_table
 from .quantize import IGNORE_GROUPS, PRESETS, Int8Settings, parse_ignore
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one PKDNError line (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PKDNError(f"{message} (see pkdn-export --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pkdn-export", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CLIParser(prog="pkdn-export", formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Export a PKDN face super-resolution student for edge runtimes.",
                 epilog="targets:\n" + format_table() + "\n\nINT8 ignored-scope groups: "
                        + ", ".join(f"{k} ({', '.join(v)})" for k, v in IGNORE_GROUPS.items()))

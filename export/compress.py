@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 
 INT8_MODES = ("ptq", "acc", "qat", "none")
 STATE_NAME = "compress.json"
@@ -559,15 +559,10 @@ def report_markdown(r: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PKDNError(f"{message} (see pkdn-compress --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .quantize import IGNORE_GROUPS, PRESETS
 
-    p = _Parser(prog="pkdn-compress", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CLIParser(prog="pkdn-compress", formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Compress a PKDN student: structured pruning, distillation fine-tuning, NNCF INT8; "
                             "writes checkpoints, artifacts and report.md/report.json.",
                 epilog="example:\n  pkdn-compress --weights runs/edge_x4_student/best.pt --teacher "

@@ -7,6 +7,7 @@ unreadable files, wrong sizes, missing optional dependencies. Bugs stay ordinary
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -44,3 +45,11 @@ def run_cli(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class CLIParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one :class:`PKDNError` line (``run_cli`` prints it, exit 2)
+    instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PKDNError(f"{message} (see {self.prog} --help)")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 
 DEFAULT_OUT = Path("benchmarks/report")
 DEFAULT_ARTIFACTS = Path("exports/bench")
@@ -32,13 +32,8 @@ INDEX_NAME = "index.json"
 SCHEMA = 1
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PKDNError(f"{message} (see pkdn-bench --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pkdn-bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CLIParser(prog="pkdn-bench", formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Latency and quality benchmark of PKDN students, their exported forms and peers.",
                 epilog="configuration ids: pkdn-x{4,8}-{torch-fp32,onnxruntime-fp32,openvino-fp32,openvino-int8}, "
                        "fsrcnn-x4, espcn-x4, lapsrn-x4, lapsrn-x8, bicubic-x{4,8}, variants "
