@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from pkdn_edge.errors import PKDNError
+from pkdn_edge.pipeline import BicubicEngine
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,10 @@ class OpenCVSuperRes:
             self._one(face)
 
 
-class PILBicubic:
-    """PIL bicubic ↑s (the protocol's bicubic baseline), engine-like interface like
-    :class:`OpenCVSuperRes`. PIL resamples each channel independently, so BGR in → BGR out."""
+class PILBicubic(BicubicEngine):
+    """PIL bicubic ↑s (the protocol's bicubic baseline): the pipeline's bicubic engine with PIL's
+    antialiased kernel instead of OpenCV's. PIL resamples each channel independently, so BGR in →
+    BGR out."""
 
     backend = "pil"
     precision = "uint8"
@@ -194,11 +196,8 @@ class PILBicubic:
     def __init__(self, scale: int, lr_size: int | None = None) -> None:
         from PIL import Image
 
+        super().__init__(scale, lr_size)
         self._image = Image
-        self.scale = int(scale)
-        n = int(lr_size or 128 // self.scale)
-        self.lr_size = (n, n)
-        self.name = f"bicubic x{self.scale}"
 
     def _one(self, face: np.ndarray) -> np.ndarray:
         h, w = face.shape[:2]
