@@ -61,7 +61,8 @@ IGNORE_GROUPS: dict[str, tuple[str, ...]] = {
     "upsampler": ("upsampler.",),
     "gates": ("fusions.*.channel_gate.", "fusions.*.spatial_gate", "fusions.*.affine"),
 }
-BOUNDARY_GROUPS = {"edges"}  # groups that also keep the input resize and the output add in float
+BOUNDARY_GROUPS = {"edges"}
+SKIP_PATH_OPS = ("Interpolate", "MatMul", "Transpose", "Reshape", "Convert")  # OpenVINO ops of the bicubic skip path  # groups that also keep the input resize and the output add in float
 PRESETS = ("performance", "mixed")
 
 
@@ -247,12 +248,17 @@ def export_fake_quant_onnx(q: nn.Module, path: Any, lr_size: tuple[int, int], ba
 
 def ov_ignored_nodes(ov_model: Any, weights: set[str], boundary: bool = False) -> list[str]:
     """OpenVINO op names of the convolutions whose weight constant is named in ``weights``; with
-    ``boundary`` also the inputs' non-conv consumers and the outputs' producers."""
+    ``boundary`` also the bicubic skip path from the inputs (``SKIP_PATH_OPS``) and the outputs' producers."""
     names = []
     if boundary:
         for p in ov_model.get_parameters():
-            names += [t.get_node().get_friendly_name() for t in p.output(0).get_target_inputs()
-                      if "Convolution" not in t.get_node().get_type_name()]
+            todo = [t.get_node() for t in p.output(0).get_target_inputs()]
+            while todo:  # the skip path: Interpolate, or MatMul → MatMul (resize_to_matmul), up to the add
+                node = todo.pop()
+                if node.get_type_name() not in SKIP_PATH_OPS:
+                    continue
+                names.append(node.get_friendly_name())
+                todo += [t.get_node() for o in node.outputs() for t in o.get_target_inputs()]
         names += [r.input_value(0).get_node().get_friendly_name() for r in ov_model.get_results()]
     for op in ov_model.get_ops():
         if op.get_type_name() not in ("Convolution", "GroupConvolution"):

@@ -171,6 +171,15 @@ def test_openvino_int8_exports_and_runs(tmp):
     assert parity.psnr_delta > -0.5 and parity.mean_abs_diff < 0.01, parity
     xml = (r.out / "model.xml").read_text()
     assert "FakeQuantize" in xml
+    # the bicubic skip path is two float MatMuls (no cubic Interpolate), kept out of INT8 by `edges`
+    import openvino as ov
+
+    ops = ov.Core().read_model(r.out / "model.xml").get_ops()
+    cubic = [o for o in ops if o.get_type_name() == "Interpolate" and o.get_attributes()["mode"] == "cubic"]
+    assert m.extras["bicubic_skip"] == "matmul" and not cubic
+    matmuls = [o for o in ops if o.get_type_name() == "MatMul"]
+    assert len(matmuls) == 2
+    assert all(v.get_node().get_type_name() != "FakeQuantize" for o in matmuls for v in o.input_values())
     assert load_engine(r.out).run(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 128, 128, 3)
 
 

@@ -132,6 +132,10 @@ class Trainer:
         else:
             overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
             self.model = create_model(cfg.preset, cfg.scale, cfg.role, **overrides).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        if self.teacher is not None:
+            self.teacher.to(memory_format=self.memory_format)
         self.adapters = None
         params = list(self.model.parameters())
         if self.teacher is not None:
@@ -199,7 +203,10 @@ class Trainer:
         lr_now = learning_rate(step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr_now
-        b = {k: v.to(self.device) for k, v in self.sampler.batch(step, cfg.batch_size).items()}
+        b = {
+            k: v.to(self.device, memory_format=self.memory_format)
+            for k, v in self.sampler.batch(step, cfg.batch_size).items()
+        }
         prior = b.get("prior") if cfg.role == "teacher" else None
         sr, feats = self.student_forward(b["lr"], prior)
         l1 = F.l1_loss(sr, b["hr"])

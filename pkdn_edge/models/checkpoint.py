@@ -67,5 +67,8 @@ def load_model(path: str | Path) -> tuple[PKDN, dict]:
 
 def export_weights(model: PKDN, path: str | Path, meta: dict | None = None, half: bool = False) -> None:
     """Write the inference-only checkpoint (no optimizer); ``half`` stores weights as fp16."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
     save_atomic({"model": state, "config": model.cfg.to_dict(), "meta": meta or {}}, path)
