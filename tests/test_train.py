@@ -106,3 +106,18 @@ def test_augmented_batches_are_seeded_and_swap_left_right_priors():
     assert torch.all(p[:, 5, :, 20:].sum(dim=(1, 2)) >= p[:, 5, :, :12].sum(dim=(1, 2)))
     flipped = p[:, 5].sum(dim=(1, 2)) > 0
     assert 0 < int(flipped.sum()) < 8
+
+
+def test_channels_last_trains_the_same_network(tmp_path, faces):
+    """NHWC training (the default) is a memory layout, not a different model: same losses as NCHW
+    up to float rounding, and the shipped weights are plain contiguous tensors."""
+    runs = {}
+    for cl in (True, False):
+        t = Trainer(_cfg(tmp_path, f"cl_{cl}", steps=5, channels_last=cl))
+        assert t.model.stem.weight.is_contiguous(memory_format=torch.channels_last) == cl
+        runs[cl] = [t.train_step(k)["loss"] for k in range(5)]
+        t.step = 5
+        t.save_best(0.0)
+    np.testing.assert_allclose(runs[True], runs[False], rtol=1e-4)
+    state = torch.load(tmp_path / "cl_True" / "best.pt", weights_only=True)["model"]
+    assert all(v.is_contiguous() for v in state.values())
