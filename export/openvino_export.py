@@ -22,6 +22,7 @@ import onnx
 
 from pkdn_edge.errors import MissingDependencyError
 
+from . import telemetry
 from .context import ExportContext, TargetResult
 from .onnx_export import check_onnx, export_onnx, resize_to_matmul
 from .quantize import (Candidate, default_candidates, export_fake_quant_onnx, ignored_weights, pick_best,
@@ -34,6 +35,7 @@ def _ov() -> Any:
         import openvino as ov
     except ImportError:
         raise MissingDependencyError("openvino", "openvino", "--target openvino") from None
+    telemetry.disable()  # ov.convert_model reports usage; offline it can hang interpreter exit
     return ov
 
 

@@ -55,6 +55,8 @@ os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError
 
+from . import telemetry
+
 IGNORE_GROUPS: dict[str, tuple[str, ...]] = {
     "edges": ("stem", "upsampler.to_rgb"),
     "shuffle": ("ups.", "downs.", "upsampler.ups.", "upsampler.refines."),
@@ -142,6 +144,7 @@ def _nncf() -> Any:
         import nncf
     except ImportError:
         raise MissingDependencyError("nncf", "export", "INT8 quantization") from None
+    telemetry.disable()
     return nncf
 
 

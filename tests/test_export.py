@@ -355,3 +355,29 @@ def test_calibration_never_uses_the_eval_faces():
         pytest.skip("../shared/faces is absent")
     with pytest.raises(PKDNError, match="evaluation set"):
         calibration_faces(ev, 8)
+
+
+def test_openvino_telemetry_sends_and_forks_nothing(monkeypatch):
+    """Offline tools: after the exporter's imports, telemetry events neither fork nor connect."""
+    pytest.importorskip("openvino_telemetry")
+    import multiprocessing
+
+    from openvino_telemetry.backend import backend_ga4
+
+    from pkdn_edge.export import openvino_export, telemetry
+
+    forks = []
+
+    def no_fork(*a, **k):  # GA4Backend.send swallows exceptions: record instead of raising
+        forks.append(a)
+        raise RuntimeError("no fork in tests")
+
+    monkeypatch.setattr(backend_ga4.GA4Backend, "send", backend_ga4.GA4Backend.send)  # restored after the test
+    monkeypatch.setattr(multiprocessing, "Process", no_fork)
+    if importlib.util.find_spec("openvino") is not None:
+        openvino_export._ov()
+    else:
+        assert telemetry.disable()
+    backend = backend_ga4.GA4Backend.__new__(backend_ga4.GA4Backend)
+    backend.backend_url = "https://example.invalid/collect"
+    assert backend.send({"event": "x"}) is None and forks == []
