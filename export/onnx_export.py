@@ -152,6 +152,17 @@ def resize_to_matmul(proto: onnx.ModelProto, lr_size: tuple[int, int], scale: in
     return 0
 
 
+def matmul_skip_path(path: Path, lr_size: tuple[int, int], scale: int, extras: dict) -> Path:
+    """Rewrite the ONNX file at ``path`` in place with :func:`resize_to_matmul` (the ``onnx`` and
+    ``openvino`` targets); when it applied, record ``extras["bicubic_skip"] = "matmul"``."""
+    proto = onnx.load(str(path))
+    if resize_to_matmul(proto, lr_size, scale):
+        extras["bicubic_skip"] = "matmul"
+        onnx.save(proto, str(path))
+        check_onnx(path)
+    return path
+
+
 def export(ctx) -> "TargetResult":
     """``--target onnx``: ``model.onnx`` in fp32, fp16 (fp16 weights/compute, float32 I/O) or int8
     (symmetric INT8 Q/DQ, the same graph the TensorRT target ships; runs in ONNX Runtime)."""
@@ -161,11 +172,7 @@ def export(ctx) -> "TargetResult":
     extras: dict = {"opset": ctx.opset}
     if ctx.precision in ("fp32", "fp16"):
         tmp = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset, ctx.onnx_metadata())
-        proto = onnx.load(str(tmp))
-        if resize_to_matmul(proto, ctx.lr_size, ctx.scale):
-            extras["bicubic_skip"] = "matmul"  # see resize_to_matmul
-        onnx.save(proto, str(tmp))
-        check_onnx(tmp)
+        matmul_skip_path(tmp, ctx.lr_size, ctx.scale, extras)
         if ctx.precision == "fp32":
             os.replace(tmp, dst)
         else:

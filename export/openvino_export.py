@@ -7,24 +7,25 @@ decompresses them and computes in the inference precision hint, f32 by default i
 (:func:`.quantize.quantize_openvino`); on held-out training faces this path matched the PyTorch
 → Q/DQ ONNX path within 0.01 dB, and it runs with OpenVINO's own int8 kernels. With
 ``calib.accuracy_control`` NNCF's accuracy-controlled PTQ is used instead
-(:func:`.quantize.quantize_openvino_accuracy`). Given a ready INT8 PyTorch model (``ctx.int8_model``,
+(:func:`.quantize.quantize_openvino_accuracy`). The bicubic skip path is converted as two MatMuls
+(:func:`.onnx_export.matmul_skip_path`): OpenVINO's CPU ``Interpolate`` (cubic) took 0.61 of the
+1.85 ms of the INT8 x8 student per face (2 threads, ``PERF_COUNT``); the ``edges`` ignored scope
+keeps the MatMuls in float. Given a ready INT8 PyTorch model (``ctx.int8_model``,
 e.g. after QAT), its Q/DQ ONNX is converted instead (no calibration here).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from pkdn_edge.errors import MissingDependencyError
 
 from . import telemetry
 from .context import ExportContext, TargetResult
-from .onnx_export import check_onnx, export_onnx, resize_to_matmul
+from .onnx_export import export_onnx, matmul_skip_path
 from .quantize import (Candidate, default_candidates, export_fake_quant_onnx, ignored_weights, pick_best,
                        quantize_openvino, quantize_openvino_accuracy)
 from .verify import mean_psnr, torch_outputs
@@ -93,18 +94,6 @@ def quantize(ctx: ExportContext, fp32_model: Any) -> tuple[Any, dict[str, Any]]:
     return models[best.settings], extras
 
 
-def _matmul_skip(onnx_path: Path, ctx: ExportContext, extras: dict[str, Any]) -> Path:
-    """The ONNX file with its cubic ``Resize`` skip path as two MatMuls (:func:`.onnx_export.resize_to_matmul`):
-    OpenVINO's CPU ``Interpolate`` (cubic) took 0.61 of 1.85 ms of the INT8 x8 student per face (2 threads,
-    ``PERF_COUNT``); the MatMuls are a few microseconds. Kept in float by the ``edges`` ignored scope."""
-    proto = onnx.load(str(onnx_path))
-    if resize_to_matmul(proto, ctx.lr_size, ctx.scale):
-        extras["bicubic_skip"] = "matmul"
-        onnx.save(proto, str(onnx_path))
-        check_onnx(onnx_path)
-    return onnx_path
-
-
 def export(ctx: ExportContext) -> TargetResult:
     """Write ``model.xml``/``model.bin`` in ``ctx.precision``."""
     ov = _ov()
@@ -113,13 +102,13 @@ def export(ctx: ExportContext) -> TargetResult:
         ctx.log("int8: converting the given INT8 PyTorch model (Q/DQ ONNX) to OpenVINO")
         qdq = export_fake_quant_onnx(ctx.int8_model.module, ctx.scratch / "int8_qdq.onnx", ctx.lr_size, ctx.batch,
                                      ctx.opset)
-        model = ov.convert_model(str(_matmul_skip(qdq, ctx, extras)))
+        model = ov.convert_model(str(matmul_skip_path(qdq, ctx.lr_size, ctx.scale, extras)))
         extras["converted_from"] = "Q/DQ onnx of an INT8 PyTorch model"
         extras["quantization"] = {"tool": "nncf", "path": "torch → Q/DQ ONNX → openvino", **ctx.int8_model.info}
     else:
         onnx_path = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset,
                                 ctx.onnx_metadata())
-        model = ov.convert_model(str(_matmul_skip(onnx_path, ctx, extras)))
+        model = ov.convert_model(str(matmul_skip_path(onnx_path, ctx.lr_size, ctx.scale, extras)))
     if ctx.precision == "int8" and ctx.int8_model is None:
         model, q = quantize(ctx, model)
         extras.update(q)
