@@ -121,3 +121,51 @@ def test_channels_last_trains_the_same_network(tmp_path, faces):
     np.testing.assert_allclose(runs[True], runs[False], rtol=1e-4)
     state = torch.load(tmp_path / "cl_True" / "best.pt", weights_only=True)["model"]
     assert all(v.is_contiguous() for v in state.values())
+
+
+def test_config_values_take_the_types_of_the_settings():
+    """YAML 1.1 reads ``2e-4`` as a string: the config gives it the setting's type, or says why not."""
+    cfg = load_config(overrides=["lr=2e-4", "steps=1e3", "min_sharpness=12"])
+    assert cfg.lr == 2e-4 and isinstance(cfg.lr, float)
+    assert cfg.steps == 1000 and isinstance(cfg.steps, int)
+    assert cfg.min_sharpness == 12.0
+    with pytest.raises(PKDNError, match="'lr' must be a float"):
+        load_config(overrides=["lr=fast"])
+    with pytest.raises(PKDNError, match="'steps' must be a int"):
+        load_config(overrides=["steps=2.5"])
+
+
+def test_face_sharpness_ranks_detail_and_filters_after_the_split(tmp_path, faces):
+    from pkdn_edge.train.data import FaceData, face_sharpness, split_indices
+
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 255, (1, 128, 128, 3), dtype=np.uint8)
+    soft = cv2.GaussianBlur(sharp[0], (0, 0), 2.0)[None]
+    s = face_sharpness(np.concatenate([sharp, soft]))
+    assert s[0] > s[1] + 10
+
+    data = FaceData.load(faces, hr_size=32, cache_dir=tmp_path / "cache")
+    scores = face_sharpness(data.hr)
+    cut = float(np.median(scores))
+    t = Trainer(_cfg(tmp_path, "sharp", steps=1, min_sharpness=cut))
+    tr, va = split_indices(len(data), 8, 0)
+    names = set(t.train_data.names) | set(t.val_data.names)
+    assert names == {data.names[i] for i in np.concatenate([tr, va]) if scores[i] >= cut}
+    assert set(t.val_data.names) <= {data.names[i] for i in va}  # held-out faces stay held out
+    with pytest.raises(PKDNError, match="leaves 0 training"):
+        Trainer(_cfg(tmp_path, "none", steps=1, min_sharpness=float(scores.max()) + 1))
+
+
+def test_conv_feature_adapters_start_as_the_identity():
+    from pkdn_edge.train.losses import FeatureAdapters
+
+    conv = FeatureAdapters([8, 12], [8, 16], kind="conv")
+    ident = FeatureAdapters([8, 12], [8, 16], kind="identity")
+    assert isinstance(conv.maps[0], torch.nn.Conv2d) and isinstance(ident.maps[0], torch.nn.Identity)
+    feats = [torch.randn(2, 8, 5, 5), torch.randn(2, 12, 3, 3)]
+    out = conv(feats)
+    torch.testing.assert_close(out[0], feats[0])
+    assert out[1].shape == (2, 16, 3, 3)
+    assert sum(p.numel() for p in conv.parameters()) > sum(p.numel() for p in ident.parameters())
+    with pytest.raises(ValueError, match="adapter kind"):
+        FeatureAdapters([8], [8], kind="mlp")

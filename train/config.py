@@ -29,6 +29,8 @@ class TrainConfig:
     degradation: str = "bicubic"     # "bicubic" (paper protocol) or "webcam" (blur/noise/JPEG mix)
     augment: bool = True             # photometric + small similarity jitter (see BatchSampler)
     prior_source: str = "landmarks"  # teacher priors: "landmarks" (dlib 68 points) or "labels" (celebamask)
+    min_sharpness: float = 0.0       # keep only faces at least this sharp (face_sharpness, dB; 0 = all):
+                                     # matches training targets to sharp HR such as CelebA-HQ/FFHQ crops
     num_val: int = 256               # faces held out of `data` for validation / model selection
     data_limit: int = 0              # use only the first N images (0 = all); for smoke tests
     hr_size: int = 128
@@ -38,6 +40,8 @@ class TrainConfig:
     w_feat: float = 1.0              # per-stage feature distillation, start weight
     w_feat_end: float = 0.1          # ... decays linearly to this
     feat_decay_steps: int = 10000    # ... over this many steps
+    feat_adapter: str = "conv"       # student→teacher feature map: "conv" (learnable 1×1, identity-initialised)
+                                     # or "identity" (copy the teacher's features where widths match)
     w_out: float = 0.5               # output distillation L1(SR_s, SR_t)
     # optimisation
     steps: int = 20000
@@ -102,4 +106,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     unknown = sorted(set(values) - known)
     if unknown:
         raise PKDNError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+    defaults = TrainConfig()
+    for k, v in values.items():
+        values[k] = _coerce(k, v, getattr(defaults, k))
     return TrainConfig(**values)
+
+
+def _coerce(key: str, value: object, default: object) -> object:
+    """Give ``value`` the type of the setting's default: YAML reads ``2e-4`` as a string."""
+    kind = type(default)
+    if kind is bool or isinstance(value, kind) or kind not in (int, float, str):
+        return value
+    try:
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is int and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+        if kind is str and isinstance(value, (int, float)):
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise PKDNError(f"config key {key!r} must be a {kind.__name__}, got {value!r}")

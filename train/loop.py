@@ -29,7 +29,7 @@ from pkdn_edge.models import PKDN, PKDNConfig, create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint, save_atomic
 
 from .config import TrainConfig
-from .data import BatchSampler, FaceData, split_indices, to_tensor, to_uint8
+from .data import BatchSampler, FaceData, face_sharpness, split_indices, to_tensor, to_uint8
 from .degradations import bicubic_down
 from .losses import FeatureAdapters, feat_weight, feature_distillation
 
@@ -101,6 +101,12 @@ class Trainer:
 
         data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
         tr, va = split_indices(len(data), cfg.num_val, cfg.seed)
+        if cfg.min_sharpness > 0:
+            # split first, filter after: the held-out faces of a seed stay held out whatever the filter
+            keep = face_sharpness(data.hr) >= cfg.min_sharpness
+            tr, va = tr[keep[tr]], va[keep[va]]
+            if len(tr) == 0 or len(va) == 0:
+                raise PKDNError(f"min_sharpness={cfg.min_sharpness} dB leaves {len(tr)} training / {len(va)} validation faces")
         self.train_data, self.val_data = data.subset(tr), data.subset(va)
 
         self.teacher: PKDN | None = None
@@ -139,7 +145,9 @@ class Trainer:
         self.adapters = None
         params = list(self.model.parameters())
         if self.teacher is not None:
-            self.adapters = FeatureAdapters(self.model.feature_channels, self.teacher.feature_channels).to(self.device)
+            self.adapters = FeatureAdapters(
+                self.model.feature_channels, self.teacher.feature_channels, cfg.feat_adapter
+            ).to(self.device)
             index = init_meta.get("pruning", {}).get("feature_index")
             if index and init_meta["pruning"].get("feature_channels_before") == self.teacher.feature_channels:
                 self.adapters.init_selection(index)
@@ -172,7 +180,13 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         if self.adapters is not None and ckpt.get("adapters"):
-            self.adapters.load_state_dict(ckpt["adapters"])
+            try:
+                self.adapters.load_state_dict(ckpt["adapters"])
+            except RuntimeError:
+                raise PKDNError(
+                    f"{last} holds feature adapters of another kind than feat_adapter={self.cfg.feat_adapter!r}; "
+                    "resume with the run's own setting or use a new `out` folder"
+                ) from None
         self.step, self.best = int(ckpt["step"]), float(ckpt["best"])
         self._trim_log()
         print(f"resumed {last} at step {self.step}")

@@ -8,15 +8,32 @@ from torch import nn
 
 
 class FeatureAdapters(nn.Module):
-    """1×1 convs mapping student features to the teacher's widths (identity where they match)."""
+    """1×1 convs mapping student features to the teacher's widths.
 
-    def __init__(self, student_channels: list[int], teacher_channels: list[int]) -> None:
+    ``kind="conv"``: a learnable 1×1 conv for every feature (FitNets-style regressor), started as
+    the identity where the widths match, so the student only has to hold the teacher's features up
+    to a linear map (the teacher's prior-driven features are not all computable from the LR face).
+    ``kind="identity"``: no adapter where the widths match (the student must copy the features).
+    """
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int], kind: str = "conv") -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels):
             raise ValueError("student and teacher must expose the same number of distilled features")
-        self.maps = nn.ModuleList(
-            nn.Identity() if cs == ct else nn.Conv2d(cs, ct, 1) for cs, ct in zip(student_channels, teacher_channels)
-        )
+        if kind not in ("conv", "identity"):
+            raise ValueError(f"adapter kind must be 'conv' or 'identity', got {kind!r}")
+        maps: list[nn.Module] = []
+        for cs, ct in zip(student_channels, teacher_channels):
+            if cs == ct and kind == "identity":
+                maps.append(nn.Identity())
+                continue
+            conv = nn.Conv2d(cs, ct, 1)
+            if cs == ct:
+                with torch.no_grad():
+                    conv.weight.copy_(torch.eye(cs)[:, :, None, None])
+                    conv.bias.zero_()
+            maps.append(conv)
+        self.maps = nn.ModuleList(maps)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return [m(f) for m, f in zip(self.maps, feats)]
