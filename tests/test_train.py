@@ -169,3 +169,27 @@ def test_conv_feature_adapters_start_as_the_identity():
     assert sum(p.numel() for p in conv.parameters()) > sum(p.numel() for p in ident.parameters())
     with pytest.raises(ValueError, match="adapter kind"):
         FeatureAdapters([8], [8], kind="mlp")
+
+
+def test_eval_on_the_validation_split_of_a_config(tmp_path, faces, capsys):
+    """``pkdn-train eval --val-of CONFIG``: the held-out faces the run validated on, nothing else."""
+    import json
+
+    import yaml
+
+    from pkdn_edge.train.cli import main
+
+    cfg = _cfg(tmp_path, "run", steps=2)
+    Trainer(cfg).run(progress=False)
+    conf = tmp_path / "run.yaml"
+    conf.write_text(yaml.safe_dump(cfg.to_dict()))
+    out = tmp_path / "val_eval"
+    assert main(["eval", "--weights", str(tmp_path / "run" / "best.pt"), "--val-of", str(conf), "--out", str(out),
+                 "--threads", "1"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["num_faces"] == cfg.num_val and report["faces"].startswith("validation split of")
+    best = load_model(tmp_path / "run" / "best.pt")[1]
+    student = next(r for r in report["rows"] if r["model"] != "bicubic")
+    assert student["psnr_ctcnet"] == pytest.approx(best["val_psnr"], abs=1e-6)  # the run's own validation PSNR
+    assert main(["eval", "--weights", str(tmp_path / "run" / "best.pt"), "--set", "num_val=4"]) == 2
+    assert "use it with --val-of" in capsys.readouterr().err

@@ -40,9 +40,15 @@ def _train(role: str, args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from pkdn_edge.errors import PKDNError
+
     from .evaluate import run_eval
 
-    run_eval(args.weights, args.faces, args.out, scale=args.scale, grid_faces=args.grid, threads=args.threads)
+    if args.set and not args.val_of:
+        raise PKDNError("--set overrides a training config: use it with --val-of CONFIG")
+
+    run_eval(args.weights, args.faces, args.out, scale=args.scale, grid_faces=args.grid, threads=args.threads,
+             val_of=args.val_of, overrides=args.set)
     return 0
 
 
@@ -58,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="PSNR/SSIM vs bicubic on aligned HR faces + an image grid")
     e.add_argument("--weights", nargs="+", required=True, help="one or more checkpoints (student or teacher)")
     e.add_argument("--faces", default="../shared/faces/eval", help="folder of aligned 128×128 HR faces")
+    e.add_argument("--val-of", metavar="CONFIG", help="evaluate on the held-out validation faces of this training "
+                   "config instead of --faces (for comparing and selecting models)")
+    e.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the --val-of config")
     e.add_argument("--out", default="reports/eval", help="output folder for eval.md/eval.json/grid.png")
     e.add_argument("--scale", type=int, default=None, help="check that every checkpoint has this scale")
     e.add_argument("--grid", type=int, default=6, help="faces shown in the grid image")

@@ -58,13 +58,33 @@ def make_grid(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
     return np.concatenate([np.pad(c, ((0, 0), (0, 2), (0, 0)), constant_values=255) for c in cols], axis=1)
 
 
+def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndarray:
+    """The held-out validation faces (N,H,W,3) of a training config: its data, seed, ``num_val``
+    and ``min_sharpness``, exactly as :class:`~pkdn_edge.train.loop.Trainer` splits them."""
+    from .config import load_config
+    from .loop import train_val_split
+
+    cfg = load_config(config, overrides)
+    data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
+    return data.hr[train_val_split(data, cfg)[1]]
+
+
 def run_eval(
-    weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2
+    weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2,
+    val_of: str | None = None, overrides: list[str] | None = None,
 ) -> dict:
-    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}.png`` under ``out``."""
+    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}.png`` under ``out``.
+
+    ``val_of`` (a training config, with ``overrides``) evaluates on that config's held-out
+    validation faces instead of the ``faces`` folder: the set to compare and select models on.
+    """
     torch.set_num_threads(threads)
-    data = FaceData.load(faces, recursive=False)  # eval/parsing/ holds label maps, not faces
-    hr = data.hr
+    if val_of:
+        hr = validation_faces(val_of, overrides)
+        extra = f" {' '.join(overrides)}" if overrides else ""
+        faces = f"validation split of {val_of}{extra}"
+    else:
+        hr = FaceData.load(faces, recursive=False).hr  # eval/parsing/ holds label maps, not faces
     models = []
     for w in weights:
         model, meta = load_model(w)

@@ -36,6 +36,19 @@ from .losses import FeatureAdapters, feat_weight, feature_distillation
 LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "val_psnr", "elapsed_s"]
 
 
+def train_val_split(data: FaceData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) of ``data`` for a config: the seeded split of ``num_val`` faces, then
+    the ``min_sharpness`` filter on both parts (so a seed's held-out faces stay held out whatever
+    the filter)."""
+    tr, va = split_indices(len(data), cfg.num_val, cfg.seed)
+    if cfg.min_sharpness > 0:
+        keep = face_sharpness(data.hr) >= cfg.min_sharpness
+        tr, va = tr[keep[tr]], va[keep[va]]
+        if len(tr) == 0 or len(va) == 0:
+            raise PKDNError(f"min_sharpness={cfg.min_sharpness} dB leaves {len(tr)} training / {len(va)} validation faces")
+    return tr, va
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -100,13 +113,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
         data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
-        tr, va = split_indices(len(data), cfg.num_val, cfg.seed)
-        if cfg.min_sharpness > 0:
-            # split first, filter after: the held-out faces of a seed stay held out whatever the filter
-            keep = face_sharpness(data.hr) >= cfg.min_sharpness
-            tr, va = tr[keep[tr]], va[keep[va]]
-            if len(tr) == 0 or len(va) == 0:
-                raise PKDNError(f"min_sharpness={cfg.min_sharpness} dB leaves {len(tr)} training / {len(va)} validation faces")
+        tr, va = train_val_split(data, cfg)
         self.train_data, self.val_data = data.subset(tr), data.subset(va)
 
         self.teacher: PKDN | None = None
