@@ -40,8 +40,8 @@ class TrainConfig:
     w_feat: float = 1.0              # per-stage feature distillation, start weight
     w_feat_end: float = 0.1          # ... decays linearly to this
     feat_decay_steps: int = 10000    # ... over this many steps
-    feat_adapter: str = "conv"       # student→teacher feature map: "conv" (learnable 1×1, identity-initialised)
-                                     # or "identity" (copy the teacher's features where widths match)
+    feat_adapter: str = "identity"   # student→teacher feature map: "identity" (copy the teacher's features where
+                                     # widths match) or "conv" (learnable 1×1, identity-initialised)
     w_out: float = 0.5               # output distillation L1(SR_s, SR_t)
     # optimisation
     steps: int = 20000

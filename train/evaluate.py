@@ -45,7 +45,9 @@ def super_resolve(model, hr: np.ndarray, scale: int, priors: np.ndarray | None =
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     bar = np.full((18, img.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
+    scale = 0.4 * min(1.0, (img.shape[1] - 6) / max(width, 1))  # shrink long names to fit the column
+    cv2.putText(bar, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, img], axis=0)
 
 
@@ -111,7 +113,8 @@ def run_eval(
                 priors = compute_priors(np.ascontiguousarray(hr[..., ::-1]), cache_dir=None)
             sr = super_resolve(model, hr, s, priors)
             m = _mean_metrics(sr, hr)
-            name = f"{model.cfg.role} ({Path(w).parent.name or Path(w).stem})"
+            tag = Path(w).parent.name if Path(w).stem in ("best", "last") else Path(w).stem
+            name = f"{model.cfg.role} ({tag})"
             rows.append({"scale": s, "model": name, "weights": w, **m, "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
             grid[name] = sr
         grid["HR"] = hr

@@ -16,7 +16,7 @@ class FeatureAdapters(nn.Module):
     ``kind="identity"``: no adapter where the widths match (the student must copy the features).
     """
 
-    def __init__(self, student_channels: list[int], teacher_channels: list[int], kind: str = "conv") -> None:
+    def __init__(self, student_channels: list[int], teacher_channels: list[int], kind: str = "identity") -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels):
             raise ValueError("student and teacher must expose the same number of distilled features")
