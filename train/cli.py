@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 
-from pkdn_edge.errors import run_cli
+from pkdn_edge.errors import PKDNError, run_cli
 
 
 def _sigterm_as_interrupt() -> None:
@@ -40,8 +40,6 @@ def _train(role: str, args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pkdn_edge.errors import PKDNError
-
     from .evaluate import run_eval
 
     if args.set and not args.val_of:
