@@ -1,6 +1,7 @@
 """Training: a tiny student learns on generated faces, and a resumed run is bit-exact."""
 
 import csv
+import json
 
 import cv2
 import numpy as np
@@ -193,3 +194,26 @@ def test_eval_on_the_validation_split_of_a_config(tmp_path, faces, capsys):
     assert student["psnr_ctcnet"] == pytest.approx(best["val_psnr"], abs=1e-6)  # the run's own validation PSNR
     assert main(["eval", "--weights", str(tmp_path / "run" / "best.pt"), "--set", "num_val=4"]) == 2
     assert "use it with --val-of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", ["student", "teacher"])
+def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path, faces, role):
+    """`python -m pkdn_edge.train.ship`: a student and a teacher run become fp16 weights + card
+    (into the folder given, never the repo's), evaluated as shipped; the teacher card names its prior."""
+    from pkdn_edge.train.ship import main as ship_main
+
+    run = tmp_path / "run"
+    Trainer(_cfg(tmp_path, "run", role=role, steps=6, val_every=6, ckpt_every=6, data_limit=24)).run(progress=False)
+    out, report = tmp_path / "shipped", tmp_path / "report"
+    assert ship_main(["--run", str(run), "--faces", str(faces), "--out", str(out), "--report", str(report),
+                      "--command", "pkdn-train ..."]) == 0
+    stem = "pkdn_edge_x4" if role == "student" else "pkdn_teacher_x4"
+    model, _ = load_model(out / f"{stem}.pt")
+    assert model.cfg.role == role and model.cfg.widths == (8, 12)
+    assert all(v.dtype == torch.float16 for v in torch.load(out / f"{stem}.pt", weights_only=True)["model"].values()
+               if v.is_floating_point())
+    card = json.loads((out / f"{stem}.json").read_text())
+    assert card["role"] == role and card["training"]["steps"] == 6 and card["commands"] == ["pkdn-train ..."]
+    assert [r["model"] for r in card["eval"]["rows"]] == ["bicubic", f"{role} ({stem})"]
+    assert ("prior" in card["preprocessing"]) == (role == "teacher")
+    assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]

@@ -1,9 +1,11 @@
-"""Ship a trained student: fp16 weights + model card into ``pkdn_edge/weights/``.
+"""Ship a trained network: fp16 weights + model card.
 
     python -m pkdn_edge.train.ship --run runs/edge_x8_student --faces ../shared/faces/eval \
         --command "pkdn-train student --config train/configs/edge_x8_student.yaml"
 
-The card records the data, steps, wall time and hardware of the run (from its ``log.csv`` and
+Students go to ``pkdn_edge/weights/pkdn_edge_x{s}.pt`` (what the runtime loads); teachers go to
+``train/teachers/pkdn_teacher_x{s}.pt``, which the student configs distil from, so a fresh clone
+trains a student without first re-training its teacher. The card records the data, steps, wall time and hardware of the run (from its ``log.csv`` and
 ``summary.json``), the evaluation rows of the shipped (fp16-rounded) weights, the reproducing
 commands and the preprocessing contract the runtime relies on.
 """
@@ -24,6 +26,8 @@ from pkdn_edge.models.complexity import count_macs, count_params
 from pkdn_edge.pretrained import WEIGHTS_DIR
 
 from .evaluate import run_eval
+
+TEACHERS_DIR = Path(__file__).resolve().parent / "teachers"
 
 PREPROCESSING = {
     "input": "LR face aligned to the 5-point template of pkdn_edge.face.align, (B,3,128/s,128/s)",
@@ -52,28 +56,41 @@ def _wall_time(run: Path) -> float:
     return total + prev
 
 
-def ship(run: str, faces: str, commands: list[str], name: str | None = None) -> Path:
+def ship(
+    run: str, faces: str, commands: list[str], name: str | None = None,
+    out_dir: str | Path | None = None, report_dir: str | Path | None = None,
+) -> Path:
+    """Write ``best.pt`` of ``run`` as fp16 weights + ``.json`` card and evaluate the fp16 weights.
+
+    ``out_dir`` defaults to :data:`~pkdn_edge.pretrained.WEIGHTS_DIR` for a student and
+    :data:`TEACHERS_DIR` for a teacher; ``report_dir`` to ``reports/eval_x{s}_shipped`` /
+    ``reports/eval_x{s}_teacher``.
+    """
     import torch
 
     run_dir = Path(run)
     best = run_dir / "best.pt"
     model, meta = load_model(best)
-    if model.cfg.role != "student":
-        raise PKDNError(f"{best} is a {model.cfg.role}; only students are shipped")
+    role = model.cfg.role
     train_cfg = meta.get("train") or read_checkpoint(run_dir / "last.pt").get("train", {})
     s = model.cfg.scale
-    WEIGHTS_DIR.mkdir(exist_ok=True)
-    out = WEIGHTS_DIR / f"pkdn_edge_x{s}.pt"
-    export_weights(model, out, meta={"name": name or f"pkdn_edge_x{s}", "preset": train_cfg.get("preset", "edge"), "scale": s}, half=True)
-    ev = run_eval([str(out)], faces, f"reports/eval_x{s}_shipped", scale=s)  # the fp16 weights as shipped
+    name = name or (f"pkdn_edge_x{s}" if role == "student" else f"pkdn_teacher_x{s}")
+    out_dir = Path(out_dir or (WEIGHTS_DIR if role == "student" else TEACHERS_DIR))
+    report_dir = report_dir or f"reports/eval_x{s}_{'shipped' if role == 'student' else 'teacher'}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}.pt"
+    export_weights(model, out, meta={"name": name, "preset": train_cfg.get("preset", "edge"), "scale": s}, half=True)
+    ev = run_eval([str(out)], faces, str(report_dir), scale=s)  # the fp16 weights as shipped
     rows = [r for r in ev["rows"] if r["scale"] == s]
     h = 128 // s
+    example = (torch.rand(1, 3, h, h),) + ((torch.rand(1, model.cfg.prior_channels, 128, 128),) if role == "teacher" else ())
     card = {
-        "name": name or f"pkdn_edge_x{s}",
+        "name": name,
+        "role": role,
         "preset": train_cfg.get("preset", "edge"),
         "scale": s,
         "params": count_params(model),
-        "macs_per_face": count_macs(model, torch.rand(1, 3, h, h)),
+        "macs_per_face": count_macs(model, *example),
         "weights_dtype": "float16 (loaded as float32)",
         "training": {
             "data": train_cfg.get("data"),
@@ -88,10 +105,14 @@ def ship(run: str, faces: str, commands: list[str], name: str | None = None) -> 
         },
         "eval": {"faces": ev["faces"], "num_faces": ev["num_faces"], "rows": rows},
         "commands": commands,
-        "preprocessing": PREPROCESSING,
+        "preprocessing": PREPROCESSING if role == "student" else {
+            **PREPROCESSING,
+            "prior": f"(B,{model.cfg.prior_channels},128,128) soft parsing map of the HR face "
+                     f"({train_cfg.get('prior_source', 'landmarks')}; pkdn_edge.train.priors); training only",
+        },
         "license_note": "trained on research/non-commercial face data: not for commercial use without checking its terms",
     }
-    (WEIGHTS_DIR / f"pkdn_edge_x{s}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"shipped {out} ({out.stat().st_size / 1e6:.2f} MB) and its card")
     return out
 
@@ -101,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="training run folder holding best.pt")
     p.add_argument("--faces", default="../shared/faces/eval", help="aligned HR faces to evaluate the shipped weights on")
     p.add_argument("--command", action="append", default=[], help="a command that reproduces the run (repeatable)")
+    p.add_argument("--out", default=None, help="folder for the weights + card (default: pkdn_edge/weights for a "
+                   "student, train/teachers for a teacher)")
+    p.add_argument("--report", default=None, help="folder for the evaluation of the shipped weights "
+                   "(default: reports/eval_x{s}_shipped or reports/eval_x{s}_teacher)")
     args = p.parse_args(argv)
-    return run_cli(lambda: ship(args.run, args.faces, args.command) and 0)
+    return run_cli(lambda: ship(args.run, args.faces, args.command, out_dir=args.out, report_dir=args.report) and 0)
 
 
 if __name__ == "__main__":
