@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -217,3 +218,19 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
     assert [r["model"] for r in card["eval"]["rows"]] == ["bicubic", f"{role} ({stem})"]
     assert ("prior" in card["preprocessing"]) == (role == "teacher")
     assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "train" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_loads_and_the_committed_weights_it_names_fit(path, monkeypatch):
+    """Each config in train/configs parses, and a teacher / init file it names inside the repo (not a
+    run folder of the user's) exists and is a network of the config's scale and the right role."""
+    monkeypatch.chdir(REPO)  # configs name files relative to the repository root
+    cfg = load_config(path)
+    for key, role in (("teacher", "teacher"), ("init", cfg.role)):
+        ref = getattr(cfg, key)
+        if ref and not ref.startswith("runs/"):
+            model, _ = load_model(ref)
+            assert (model.cfg.role, model.cfg.scale) == (role, cfg.scale), f"{path}: {key} {ref}"
