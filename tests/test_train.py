@@ -207,7 +207,7 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
     Trainer(_cfg(tmp_path, "run", role=role, steps=6, val_every=6, ckpt_every=6, data_limit=24)).run(progress=False)
     out, report = tmp_path / "shipped", tmp_path / "report"
     assert ship_main(["--run", str(run), "--faces", str(faces), "--out", str(out), "--report", str(report),
-                      "--command", "pkdn-train ..."]) == 0
+                      "--command", "pkdn-train ...", "--note", "from init"]) == 0
     stem = "pkdn_edge_x4" if role == "student" else "pkdn_teacher_x4"
     model, _ = load_model(out / f"{stem}.pt")
     assert model.cfg.role == role and model.cfg.widths == (8, 12)
@@ -215,6 +215,7 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
                if v.is_floating_point())
     card = json.loads((out / f"{stem}.json").read_text())
     assert card["role"] == role and card["training"]["steps"] == 6 and card["commands"] == ["pkdn-train ..."]
+    assert card["training"]["note"] == "from init"
     assert [r["model"] for r in card["eval"]["rows"]] == ["bicubic", f"{role} ({stem})"]
     assert ("prior" in card["preprocessing"]) == (role == "teacher")
     assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]

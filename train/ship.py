@@ -58,7 +58,7 @@ def _wall_time(run: Path) -> float:
 
 def ship(
     run: str, faces: str, commands: list[str], name: str | None = None,
-    out_dir: str | Path | None = None, report_dir: str | Path | None = None,
+    out_dir: str | Path | None = None, report_dir: str | Path | None = None, note: str = "",
 ) -> Path:
     """Write ``best.pt`` of ``run`` as fp16 weights + ``.json`` card and evaluate the fp16 weights.
 
@@ -102,6 +102,7 @@ def ship(
             "wall_time_s": round(_wall_time(run_dir), 1),
             "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {train_cfg.get('threads')}",
             "config": train_cfg,
+            **({"note": note} if note else {}),
         },
         "eval": {"faces": ev["faces"], "num_faces": ev["num_faces"], "rows": rows},
         "commands": commands,
@@ -126,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                    "student, train/teachers for a teacher)")
     p.add_argument("--report", default=None, help="folder for the evaluation of the shipped weights "
                    "(default: reports/eval_x{s}_shipped or reports/eval_x{s}_teacher)")
+    p.add_argument("--note", default="", help="what the card cannot read off the run, e.g. the history of an `init` "
+                   "checkpoint (stored as training.note)")
     args = p.parse_args(argv)
-    return run_cli(lambda: ship(args.run, args.faces, args.command, out_dir=args.out, report_dir=args.report) and 0)
+    return run_cli(lambda: ship(args.run, args.faces, args.command, out_dir=args.out, report_dir=args.report,
+                                note=args.note) and 0)
 
 
 if __name__ == "__main__":
