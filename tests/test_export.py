@@ -157,9 +157,9 @@ def test_tensorrt_int8_onnx_passes_the_lint_and_runs_in_ort_and_openvino(trt_int
         assert outs[backend].shape == (8, 3, 128, 128)
         assert parity.psnr_delta > -0.5 and parity.mean_abs_diff < 0.01, parity
     if len(outs) == 2:  # the same Q/DQ graph in two runtimes
-        # 0.0038 on an AVX2-only CPU (no AVX-512/VNNI), where OpenVINO's INT8 kernels sit further from
-        # fp32 (mean 0.0043) than ONNX Runtime's (0.0017); the old bound 0.003 held on earlier machines. A wrong scale
-        # or zero-point in either runtime is an order of magnitude above this bound.
+        # 0.0038 on an AVX2-only CPU (no AVX-512/VNNI), where OpenVINO's INT8 kernels sit further
+        # from fp32 (mean 0.0043) than ONNX Runtime's (0.0017); the old bound 0.003 held on earlier
+        # machines. A wrong scale or zero-point in either runtime is an order of magnitude above it.
         assert np.abs(outs["onnxruntime"] - outs["openvino"]).mean() < 0.008
 
 

@@ -14,6 +14,7 @@ from pkdn_edge.models.checkpoint import load_model, read_checkpoint
 from pkdn_edge.train.config import load_config
 from pkdn_edge.train.loop import Trainer
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = {"widths": [8, 12], "depth": 1, "bottleneck_depth": 1, "refine_width": 8, "prior_width": 4}
 
 
@@ -219,9 +220,6 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
     assert [r["model"] for r in card["eval"]["rows"]] == ["bicubic", f"{role} ({stem})"]
     assert ("prior" in card["preprocessing"]) == (role == "teacher")
     assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "train" / "configs").glob("*.yaml")), ids=lambda p: p.stem)

@@ -5,8 +5,8 @@
 
 Students go to ``pkdn_edge/weights/pkdn_edge_x{s}.pt`` (what the runtime loads); teachers go to
 ``train/teachers/pkdn_teacher_x{s}.pt``, which the student configs distil from, so a fresh clone
-trains a student without first re-training its teacher. The card records the data, steps, wall time and hardware of the run (from its ``log.csv`` and
-``summary.json``), the evaluation rows of the shipped (fp16-rounded) weights, the reproducing
+trains a student without first re-training its teacher. The card records the data, steps, wall
+time and hardware of the run (from its ``log.csv`` and ``summary.json``), the evaluation rows of the shipped (fp16-rounded) weights, the reproducing
 commands and the preprocessing contract the runtime relies on.
 """
 
@@ -74,16 +74,26 @@ def ship(
     role = model.cfg.role
     train_cfg = meta.get("train") or read_checkpoint(run_dir / "last.pt").get("train", {})
     s = model.cfg.scale
-    name = name or (f"pkdn_edge_x{s}" if role == "student" else f"pkdn_teacher_x{s}")
-    out_dir = Path(out_dir or (WEIGHTS_DIR if role == "student" else TEACHERS_DIR))
-    report_dir = report_dir or f"reports/eval_x{s}_{'shipped' if role == 'student' else 'teacher'}"
+    stem, default_dir, tag = (
+        (f"pkdn_edge_x{s}", WEIGHTS_DIR, "shipped") if role == "student" else (f"pkdn_teacher_x{s}", TEACHERS_DIR, "teacher")
+    )
+    name = name or stem
+    out_dir = Path(out_dir or default_dir)
+    report_dir = report_dir or f"reports/eval_x{s}_{tag}"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{name}.pt"
     export_weights(model, out, meta={"name": name, "preset": train_cfg.get("preset", "edge"), "scale": s}, half=True)
     ev = run_eval([str(out)], faces, str(report_dir), scale=s)  # the fp16 weights as shipped
     rows = [r for r in ev["rows"] if r["scale"] == s]
-    h = 128 // s
-    example = (torch.rand(1, 3, h, h),) + ((torch.rand(1, model.cfg.prior_channels, 128, 128),) if role == "teacher" else ())
+    hr = train_cfg.get("hr_size", 128)
+    example = [torch.rand(1, 3, hr // s, hr // s)]
+    preprocessing = dict(PREPROCESSING)
+    if role == "teacher":
+        example.append(torch.rand(1, model.cfg.prior_channels, hr, hr))
+        preprocessing["prior"] = (
+            f"(B,{model.cfg.prior_channels},{hr},{hr}) soft parsing map of the HR face "
+            f"({train_cfg.get('prior_source', 'landmarks')}; pkdn_edge.train.priors); training only"
+        )
     card = {
         "name": name,
         "role": role,
@@ -106,11 +116,7 @@ def ship(
         },
         "eval": {"faces": ev["faces"], "num_faces": ev["num_faces"], "rows": rows},
         "commands": commands,
-        "preprocessing": PREPROCESSING if role == "student" else {
-            **PREPROCESSING,
-            "prior": f"(B,{model.cfg.prior_channels},128,128) soft parsing map of the HR face "
-                     f"({train_cfg.get('prior_source', 'landmarks')}; pkdn_edge.train.priors); training only",
-        },
+        "preprocessing": preprocessing,
         "license_note": "trained on research/non-commercial face data: not for commercial use without checking its terms",
     }
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
