@@ -201,15 +201,18 @@ def test_eval_on_the_validation_split_of_a_config(tmp_path, faces, capsys):
 @pytest.mark.parametrize("role", ["student", "teacher"])
 def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path, faces, role):
     """`python -m pkdn_edge.train.ship`: a student and a teacher run become fp16 weights + card
-    (into the folder given, never the repo's), evaluated as shipped; the teacher card names its prior."""
+    (into the folder given, never the repo's, under the name given), evaluated as shipped; the
+    teacher card names its prior."""
     from pkdn_edge.train.ship import main as ship_main
 
     run = tmp_path / "run"
     Trainer(_cfg(tmp_path, "run", role=role, steps=6, val_every=6, ckpt_every=6, data_limit=24)).run(progress=False)
     out, report = tmp_path / "shipped", tmp_path / "report"
     assert ship_main(["--run", str(run), "--faces", str(faces), "--out", str(out), "--report", str(report),
-                      "--command", "pkdn-train ...", "--note", "from init"]) == 0
-    stem = "pkdn_edge_x4" if role == "student" else "pkdn_teacher_x4"
+                      "--command", "pkdn-train ...", "--note", "from init",
+                      *(["--name", "pkdn_teacher_x4_wide"] if role == "teacher" else [])]) == 0
+    stem = "pkdn_edge_x4" if role == "student" else "pkdn_teacher_x4_wide"
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.pt"]
     model, _ = load_model(out / f"{stem}.pt")
     assert model.cfg.role == role and model.cfg.widths == (8, 12)
     assert all(v.dtype == torch.float16 for v in torch.load(out / f"{stem}.pt", weights_only=True)["model"].values()

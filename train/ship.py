@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="training run folder holding best.pt")
     p.add_argument("--faces", default="../shared/faces/eval", help="aligned HR faces to evaluate the shipped weights on")
     p.add_argument("--command", action="append", default=[], help="a command that reproduces the run (repeatable)")
+    p.add_argument("--name", default=None, help="file stem of the weights + card (default: pkdn_edge_x{s} for a "
+                   "student, pkdn_teacher_x{s} for a teacher)")
     p.add_argument("--out", default=None, help="folder for the weights + card (default: pkdn_edge/weights for a "
                    "student, train/teachers for a teacher)")
     p.add_argument("--report", default=None, help="folder for the evaluation of the shipped weights "
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="what the card cannot read off the run, e.g. the history of an `init` "
                    "checkpoint (stored as training.note)")
     args = p.parse_args(argv)
-    return run_cli(lambda: ship(args.run, args.faces, args.command, out_dir=args.out, report_dir=args.report,
+    return run_cli(lambda: ship(args.run, args.faces, args.command, name=args.name, out_dir=args.out, report_dir=args.report,
                                 note=args.note) and 0)
 
 
