@@ -6,8 +6,9 @@
 Students go to ``pkdn_edge/weights/pkdn_edge_x{s}.pt`` (what the runtime loads); teachers go to
 ``train/teachers/pkdn_teacher_x{s}.pt``, which the student configs distil from, so a fresh clone
 trains a student without first re-training its teacher. The card records the data, steps, wall
-time and hardware of the run (from its ``log.csv`` and ``summary.json``), the evaluation rows of the shipped (fp16-rounded) weights, the reproducing
-commands and the preprocessing contract the runtime relies on.
+time and hardware of the run (from its ``log.csv`` and ``summary.json``), the evaluation rows of
+the shipped (fp16-rounded) weights, the reproducing commands and the preprocessing contract the
+runtime relies on.
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="what the card cannot read off the run, e.g. the history of an `init` "
                    "checkpoint (stored as training.note)")
     args = p.parse_args(argv)
-    return run_cli(lambda: ship(args.run, args.faces, args.command, name=args.name, out_dir=args.out, report_dir=args.report,
-                                note=args.note) and 0)
+    return run_cli(lambda: ship(args.run, args.faces, args.command, name=args.name, out_dir=args.out,
+                                report_dir=args.report, note=args.note) and 0)
 
 
 if __name__ == "__main__":
