@@ -235,4 +235,54 @@ def test_every_config_loads_and_the_committed_weights_it_names_fit(path, monkeyp
         ref = getattr(cfg, key)
         if ref and not ref.startswith("runs/"):
             model, _ = load_model(ref)
-            assert (model.cfg.role, model.cfg.scale) == (role, cfg.scale), f"{path}: {key} {ref}"
+            ok = {(role, cfg.scale)} | ({("teacher", cfg.scale)} if key == "init" else set())  # warm start
+            assert (model.cfg.role, model.cfg.scale) in ok, f"{path}: {key} {ref}"
+
+
+def _tiny_teacher(seed=0):
+    from pkdn_edge.models import create_model
+
+    torch.manual_seed(seed)
+    teacher = create_model("edge", 4, "teacher", **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items()})
+    with torch.no_grad():  # random biases, so that the fold below is not a sum of zeros
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return teacher.eval()
+
+
+def test_student_from_teacher_keeps_the_image_path_and_folds_the_mean_prior():
+    """A teacher whose guides ignore the prior and the student made from it compute the same
+    image; with a prior, each student guide conv equals the teacher's fed the mean prior
+    features (away from the zero-padded border)."""
+    from pkdn_edge.train.warmstart import student_from_teacher
+
+    teacher = _tiny_teacher()
+    lr, prior = torch.rand(2, 3, 8, 8), torch.rand(2, 11, 32, 32)
+    student = student_from_teacher(teacher, prior)
+    assert student.cfg.role == "student" and student.cfg.widths == teacher.cfg.widths
+    assert student.prior_encoder is None
+    pfeats = teacher.prior_encoder(prior)
+    for i, (tf, sf) in enumerate(zip(teacher.fusions, student.fusions)):
+        x = torch.rand(2, sf.guide.in_channels, 8 >> i, 8 >> i)
+        mean = pfeats[i].mean(dim=(0, 2, 3))[None, :, None, None].expand(2, -1, *x.shape[2:])
+        want = tf.guide(torch.cat([x, mean], 1))[..., 1:-1, 1:-1]
+        assert torch.allclose(sf.guide(x)[..., 1:-1, 1:-1], want, atol=1e-5)
+    with torch.no_grad():
+        for f in teacher.fusions:
+            f.guide.weight[:, f.guide.in_channels - teacher.cfg.prior_width :] = 0
+    student = student_from_teacher(teacher)
+    assert torch.equal(student(lr), teacher(lr, prior))
+    with pytest.raises(PKDNError, match="needs a teacher"):
+        student_from_teacher(student)
+
+
+def test_a_student_run_can_start_from_a_teacher_checkpoint(tmp_path, faces):
+    """`init: <teacher>` in a student config starts from the converted teacher (no prior input)."""
+    from pkdn_edge.models.checkpoint import export_weights
+
+    export_weights(_tiny_teacher(), tmp_path / "teacher.pt")
+    trainer = Trainer(_cfg(tmp_path, "run", init=str(tmp_path / "teacher.pt"), steps=4, data_limit=24))
+    assert trainer.model.cfg.role == "student" and trainer.model.prior_encoder is None
+    teacher, _ = load_model(tmp_path / "teacher.pt")
+    assert torch.equal(trainer.model.stem.weight, teacher.stem.weight)
+    assert trainer.run(progress=False)["done"]

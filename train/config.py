@@ -22,7 +22,8 @@ class TrainConfig:
     scale: int = 4                   # 4 (32→128) or 8 (16→128)
     model: dict = field(default_factory=dict)  # PKDNConfig field overrides, e.g. {widths: [32, 48], depth: 1}
     init: str = ""                   # start from this checkpoint (its architecture wins over preset/model),
-                                     # e.g. a pruned student to fine-tune
+                                     # e.g. a pruned student to fine-tune; a teacher here starts a student
+                                     # from the teacher's weights (pkdn_edge.train.warmstart)
     # data
     data: str = "../shared/faces/train"
     layout: str = "aligned"          # "aligned", "celeba" or "celebamask" (see pkdn_edge.train.data)

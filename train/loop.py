@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .data import BatchSampler, FaceData, face_sharpness, split_indices, to_tensor, to_uint8
 from .degradations import bicubic_down
 from .losses import FeatureAdapters, feat_weight, feature_distillation
+from .warmstart import student_from_teacher
 
 LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "val_psnr", "elapsed_s"]
 
@@ -139,6 +140,9 @@ class Trainer:
             self.model = model.to(self.device).train()
         elif cfg.init:
             self.model, init_meta = load_model(cfg.init)
+            if cfg.role == "student" and self.model.cfg.role == "teacher" and self.model.cfg.scale == cfg.scale:
+                self.model = self._student_from_teacher(self.model)
+                init_meta = {}
             if self.model.cfg.scale != cfg.scale or self.model.cfg.role != cfg.role:
                 raise PKDNError(f"init checkpoint {cfg.init} is a ×{self.model.cfg.scale} {self.model.cfg.role}")
             self.model.to(self.device).train()
@@ -163,6 +167,13 @@ class Trainer:
         self.step = 0
         self.best = -math.inf
         self._resume()
+
+    def _student_from_teacher(self, teacher: PKDN) -> PKDN:
+        """``cfg.init`` is a teacher: the student starts as that teacher with its mean training prior
+        folded in (:func:`~pkdn_edge.train.warmstart.student_from_teacher`), over 256 seeded faces."""
+        priors = self.priors if self.priors is not None else load_priors(self.train_data, self.cfg)
+        pick = np.random.default_rng(self.cfg.seed).choice(len(priors), min(256, len(priors)), replace=False)
+        return student_from_teacher(teacher, torch.from_numpy(priors[np.sort(pick)]).float().div(255))
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
