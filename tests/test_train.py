@@ -286,3 +286,21 @@ def test_a_student_run_can_start_from_a_teacher_checkpoint(tmp_path, faces):
     teacher, _ = load_model(tmp_path / "teacher.pt")
     assert torch.equal(trainer.model.stem.weight, teacher.stem.weight)
     assert trainer.run(progress=False)["done"]
+
+
+def test_warmstart_cli_scores_the_teacher_and_its_students(tmp_path, faces, capsys):
+    """`python -m pkdn_edge.train.warmstart --config C` validates the teacher C's init names, then
+    the students made from it."""
+    import yaml
+
+    from pkdn_edge.models.checkpoint import export_weights
+    from pkdn_edge.train.warmstart import main
+
+    export_weights(_tiny_teacher(), tmp_path / "teacher.pt")
+    cfg = _cfg(tmp_path, "run", init=str(tmp_path / "teacher.pt"), data_limit=24).to_dict()
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(tmp_path / "c.yaml")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "validation faces" in ln]
+    assert [ln.split("  ")[0] for ln in lines] == [
+        "teacher, with its prior", "student from it, prior dropped", "student from it, mean prior folded"]
+    assert all(float(ln.split()[-6]) > 10 for ln in lines)  # PSNR in dB

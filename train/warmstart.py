@@ -60,3 +60,42 @@ def student_from_teacher(teacher: PKDN, priors: torch.Tensor | None = None) -> P
             state[bias] = state[bias] + torch.einsum("opkl,p->o", w_prior, prior_means[stage])
     student.load_state_dict(state)
     return student
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pkdn_edge.train.warmstart --config C``: validation PSNR of the teacher a student
+    config's ``init`` names, with its prior and converted to a student (prior folded / dropped)."""
+    import argparse
+
+    import numpy as np
+
+    from pkdn_edge.models.checkpoint import load_model
+
+    from .config import load_config
+    from .data import FaceData
+    from .loop import load_priors, resolve_device, train_val_split, validate
+
+    ap = argparse.ArgumentParser(prog="python -m pkdn_edge.train.warmstart", description=main.__doc__)
+    ap.add_argument("--config", required=True, help="a student config whose init is a teacher")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    torch.set_num_threads(cfg.threads)
+    teacher, _ = load_model(cfg.init)
+    data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
+    tr, va = train_val_split(data, cfg)
+    priors = load_priors(data, cfg)
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(tr), min(256, len(tr)), replace=False))
+    fold = torch.from_numpy(priors[tr][pick]).float().div(255)
+    dev, hr = resolve_device(cfg.device), data.hr[va]
+    rows = [
+        ("teacher, with its prior", validate(teacher.to(dev), hr, cfg.scale, dev, priors[va])),
+        ("student from it, prior dropped", validate(student_from_teacher(teacher).to(dev), hr, cfg.scale, dev)),
+        ("student from it, mean prior folded", validate(student_from_teacher(teacher, fold).to(dev), hr, cfg.scale, dev)),
+    ]
+    for name, score in rows:
+        print(f"{name:36s} {score:.3f} dB on {len(va)} validation faces")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
