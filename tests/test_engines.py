@@ -89,6 +89,38 @@ def test_wrong_face_shape_or_dtype_is_a_clear_error(bad):
         e.run(bad)
 
 
+class RampEngine(NearestEngine):
+    """Nearest-neighbour upscaling plus a left-to-right ramp: not mirror-symmetric."""
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        y = super()._infer(x)
+        return y + np.linspace(0.0, 0.1, y.shape[-1], dtype=np.float32)
+
+
+@pytest.mark.parametrize("batch", [None, 1, 3])
+def test_flip_tta_averages_the_mirrored_pass(batch):
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 32, 32), dtype=np.float32)
+    plain = RampEngine(_manifest(batch=batch))
+    e = RampEngine(_manifest(batch=batch))
+    e.tta = "flip"
+    y = e.run_tensor(x)
+    f = plain.run_tensor(x)
+    f_mirror = plain.run_tensor(x[..., ::-1].copy())[..., ::-1]
+    np.testing.assert_allclose(y, 0.5 * (f + f_mirror), atol=1e-6)
+    assert not np.allclose(y, f, atol=1e-3)  # the ramp is averaged out: the two passes differ
+    np.testing.assert_allclose(y, x.repeat(4, axis=2).repeat(4, axis=3) + 0.05, atol=1e-6)  # ramp + mirror = 0.05
+    if batch is None:
+        assert e.calls == [4]  # face and mirror in one call
+    assert "+flip" in e.name
+    assert e.run_tensor(np.empty((0, 3, 32, 32), np.float32)).shape == (0, 3, 128, 128)
+
+
+def test_load_engine_rejects_an_unknown_tta(tmp_path):
+    with pytest.raises(PKDNError, match="unknown tta"):
+        load_engine(tmp_path, tta="rot90")
+
+
 def test_warmup_runs_and_reports_time():
     e = NearestEngine(_manifest(batch=3))
     assert e.warmup(2) >= 0 and e.calls == [3, 3]

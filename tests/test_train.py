@@ -126,6 +126,58 @@ def test_channels_last_trains_the_same_network(tmp_path, faces):
     assert all(v.is_contiguous() for v in state.values())
 
 
+def test_bf16_autocast_trains_the_same_losses_in_fp32_weights(tmp_path, faces):
+    """precision=bf16 runs the forward passes (student and teacher) under bfloat16 autocast: the
+    losses follow the fp32 run's to bf16 rounding, while weights, optimiser state and checkpoints
+    stay fp32."""
+    from pkdn_edge.models.checkpoint import export_weights
+
+    export_weights(_tiny_teacher(), tmp_path / "teacher.pt")
+    runs = {}
+    for prec in ("fp32", "bf16"):
+        t = Trainer(_cfg(tmp_path, prec, steps=6, precision=prec, teacher=str(tmp_path / "teacher.pt")))
+        stats = [t.train_step(k) for k in range(6)]
+        runs[prec] = [s["loss"] for s in stats]
+        assert all(p.dtype == torch.float32 for p in t.model.parameters())
+        assert all(np.isfinite(s["feat"]) and np.isfinite(s["out"]) for s in stats)
+        t.step = 6
+        t.save_best(0.0)
+    np.testing.assert_allclose(runs["bf16"], runs["fp32"], rtol=3e-2)
+    assert runs["bf16"] != runs["fp32"]  # autocast did run in bf16
+    state = torch.load(tmp_path / "bf16" / "best.pt", weights_only=True)["model"]
+    assert all(v.dtype in (torch.float32, torch.float16) for v in state.values() if v.is_floating_point())
+    with pytest.raises(PKDNError, match="precision must be"):
+        _cfg(tmp_path, "x", precision="fp16")
+
+
+def test_eval_flip_tta_adds_a_mirror_ensembled_row(tmp_path, faces):
+    """``pkdn-train eval --tta flip``: one more row per student, the mean of the face's and its
+    mirror's outputs; ``super_resolve`` refuses a teacher's prior (left/right regions)."""
+    import json
+
+    from pkdn_edge.train.cli import main
+    from pkdn_edge.train.data import FaceData, to_tensor, to_uint8
+    from pkdn_edge.train.degradations import bicubic_down
+    from pkdn_edge.train.evaluate import super_resolve
+
+    Trainer(_cfg(tmp_path, "run", steps=2)).run(progress=False)
+    weights = str(tmp_path / "run" / "best.pt")
+    out = tmp_path / "ev"
+    assert main(["eval", "--weights", weights, "--faces", str(faces), "--out", str(out), "--threads", "1", "--tta", "flip"]) == 0
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["bicubic", "student (run)", "student (run) +flip"]
+    assert rows[2]["psnr_ctcnet"] != rows[1]["psnr_ctcnet"]
+    model, _ = load_model(weights)
+    hr = FaceData.load(faces, hr_size=32).hr[:4]
+    lr = to_tensor(np.stack([bicubic_down(x, 4) for x in hr]))
+    with torch.no_grad():
+        want = 0.5 * (model(lr) + model(lr.flip(-1)).flip(-1))
+    got = super_resolve(model, hr, 4, tta="flip")
+    np.testing.assert_array_equal(got, to_uint8(want))
+    with pytest.raises(PKDNError, match="tta is for students"):
+        super_resolve(model, hr, 4, priors=np.zeros((4, 11, 32, 32), np.uint8), tta="flip")
+
+
 def test_config_values_take_the_types_of_the_settings():
     """YAML 1.1 reads ``2e-4`` as a string: the config gives it the setting's type, or says why not."""
     cfg = load_config(overrides=["lr=2e-4", "steps=1e3", "min_sharpness=12"])

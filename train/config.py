@@ -56,6 +56,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2                 # torch CPU threads
     device: str = "auto"             # "auto" (CUDA when present), "cpu" or "cuda"
+    precision: str = "fp32"          # "fp32", or "bf16": forward passes under bfloat16 autocast (weights,
+                                     # optimiser and losses stay fp32); 1.7x faster steps on CPUs with
+                                     # AVX512-BF16/AMX and on recent GPUs (README: training speed)
     channels_last: bool = True       # NHWC memory layout for model and batches (measured 1.3-1.5x faster
                                      # training steps on CPU; numerically the same network)
     out: str = "runs/default"
@@ -71,6 +74,8 @@ class TrainConfig:
             raise PKDNError(f"scale must be 4 or 8, got {self.scale}")
         if self.steps < 1 or self.batch_size < 1:
             raise PKDNError("steps and batch_size must be positive")
+        if self.precision not in ("fp32", "bf16"):
+            raise PKDNError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:

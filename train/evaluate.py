@@ -30,13 +30,25 @@ def _mean_metrics(outs: np.ndarray, hr: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def super_resolve(model, hr: np.ndarray, scale: int, priors: np.ndarray | None = None, batch: int = 32) -> np.ndarray:
-    """Run ``model`` on the protocol LR of faces (N,H,W,3) uint8 RGB → SR (N,H,W,3) uint8."""
+def super_resolve(
+    model, hr: np.ndarray, scale: int, priors: np.ndarray | None = None, batch: int = 32, tta: str = "none"
+) -> np.ndarray:
+    """Run ``model`` on the protocol LR of faces (N,H,W,3) uint8 RGB → SR (N,H,W,3) uint8.
+
+    ``tta="flip"``: the mean of the outputs for each face and its left-right mirror (mirrored
+    back), as :class:`pkdn_edge.engines.Engine` does with ``tta="flip"``.
+    """
+    if tta not in ("none", "flip"):
+        raise PKDNError(f"unknown tta {tta!r}; choose 'none' or 'flip'")
+    if tta != "none" and priors is not None:
+        raise PKDNError("tta is for students: a teacher's parsing prior has left/right regions a mirror would swap")
     outs = []
     for i in range(0, len(hr), batch):
         lr = to_tensor(np.stack([bicubic_down(x, scale) for x in hr[i : i + batch]]))
         p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255)
         sr = model(lr, p)
+        if tta == "flip":
+            sr = 0.5 * (sr + model(lr.flip(-1), None).flip(-1))
         if not torch.isfinite(sr).all():
             raise PKDNError("the model produced NaN/Inf outputs: the checkpoint is broken")
         outs.append(to_uint8(sr))
@@ -73,12 +85,13 @@ def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndar
 
 def run_eval(
     weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2,
-    val_of: str | None = None, overrides: list[str] | None = None,
+    val_of: str | None = None, overrides: list[str] | None = None, tta: str = "none",
 ) -> dict:
     """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}.png`` under ``out``.
 
     ``val_of`` (a training config, with ``overrides``) evaluates on that config's held-out
     validation faces instead of the ``faces`` folder: the set to compare and select models on.
+    ``tta="flip"`` adds a row per model with mirror self-ensembling (:func:`super_resolve`).
     """
     torch.set_num_threads(threads)
     if val_of:
@@ -117,6 +130,10 @@ def run_eval(
             name = f"{model.cfg.role} ({tag})"
             rows.append({"scale": s, "model": name, "weights": w, **m, "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
             grid[name] = sr
+            if tta != "none" and model.cfg.role == "student":
+                m = _mean_metrics(super_resolve(model, hr, s, priors, tta=tta), hr)
+                rows.append({"scale": s, "model": f"{name} +{tta}", "weights": w, **m,
+                             "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
         grid["HR"] = hr
         grids[s] = grid
         cv2.imwrite(str(out_dir / f"grid_x{s}.png"), make_grid(grid, grid_faces)[..., ::-1])

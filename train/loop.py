@@ -240,13 +240,16 @@ class Trainer:
             for k, v in self.sampler.batch(step, cfg.batch_size).items()
         }
         prior = b.get("prior") if cfg.role == "teacher" else None
-        sr, feats = self.student_forward(b["lr"], prior)
+        with self._autocast():
+            sr, feats = self.student_forward(b["lr"], prior)
+        sr, feats = sr.float(), [f.float() for f in feats]
         l1 = F.l1_loss(sr, b["hr"])
         loss = cfg.w_pixel * l1
         stats = {"l1": l1.item(), "lr": lr_now}
         if self.teacher is not None:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 sr_t, feats_t = self.teacher.forward_features(b["lr"], b["prior"])
+            sr_t, feats_t = sr_t.float(), [f.float() for f in feats_t]
             fd = feature_distillation(self.adapters(feats), feats_t)
             od = F.l1_loss(sr, sr_t)
             loss = loss + feat_weight(step, cfg.w_feat, cfg.w_feat_end, cfg.feat_decay_steps) * fd + cfg.w_out * od
@@ -260,6 +263,10 @@ class Trainer:
         self.opt.step()
         stats["loss"] = loss.item()
         return stats
+
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast for forward passes when ``cfg.precision == "bf16"`` (a no-op for fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     def run(self, stop_at: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
         """Train until ``cfg.steps`` (or ``stop_at`` / ``max_minutes``, checkpointing before leaving)."""

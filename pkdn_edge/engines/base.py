@@ -5,10 +5,12 @@ An engine wraps one exported artifact (see :mod:`pkdn_edge.manifest`)::
     engine = load_engine("exports/openvino_int8_x4")      # backend from the manifest's target
     sr = engine.run(faces_bgr)    # (N,h,w,3) uint8 BGR  ->  (N,s·h,s·w,3) uint8 BGR
     y = engine.run_tensor(x)      # (N,3,h,w) float32 RGB, manifest normalization -> (N,3,s·h,s·w)
+    engine = load_engine("exports/openvino_int8_x4", tta="flip")  # mirror self-ensemble, 2x compute
 
 Backends implement only :meth:`Engine._infer` on a batch the artifact accepts; this class does
 the pixel conversion (BGR→RGB, ``/255``, mean/std, NCHW; back: clamp to ``range``, ``×255``,
-round, BGR) and the batching (fixed-batch artifacts get padded or split batches).
+round, BGR) and the batching (fixed-batch artifacts get padded or split batches), and the optional
+test-time augmentation (``tta="flip"``: the mean of the face and its mirror image, mirrored back).
 
 Nothing here imports a backend or torch: a backend module is imported only when it is asked for.
 """
@@ -86,9 +88,12 @@ class Engine:
         batch: the fixed batch of the artifact, or ``None`` when any batch runs in one call.
         threads: CPU threads the backend was asked to use.
         name: a short label for logs, e.g. ``"openvino int8 x4"``.
+        tta: ``"none"``, or ``"flip"``: every face is also run mirrored left-right and the two
+            outputs are averaged (same batch call on dynamic-batch artifacts; twice the compute).
     """
 
     backend = "base"
+    tta = "none"
 
     def __init__(self, manifest: Manifest, threads: int = 2, precision: str | None = None) -> None:
         self.manifest = manifest
@@ -113,7 +118,8 @@ class Engine:
     # -- public ----------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return f"{self.backend} {self.precision} x{self.scale}"
+        tta = "" if self.tta == "none" else f" +{self.tta}"
+        return f"{self.backend} {self.precision} x{self.scale}{tta}"
 
     def __repr__(self) -> str:
         where = self.manifest.root or "?"
@@ -124,6 +130,14 @@ class Engine:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.lr_size:
             raise PKDNError(f"{self.name}: expected input (N,3,{self.lr_size[0]},{self.lr_size[1]}), got {x.shape}")
+        if self.tta == "flip" and x.shape[0] > 0:
+            n = x.shape[0]
+            y = self._run_batches(np.concatenate([x, x[..., ::-1]]))
+            return 0.5 * (y[:n] + y[n:, ..., ::-1])
+        return self._run_batches(x)
+
+    def _run_batches(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`_infer` over any number of inputs, padding/splitting for fixed-batch artifacts."""
         n = x.shape[0]
         h, w = self.lr_size
         out_shape = (n, 3, h * self.scale, w * self.scale)
@@ -198,17 +212,23 @@ def _resolve_artifact(artifact: str | Path, backend: str | None) -> tuple[Path, 
     return p, backend
 
 
+TTA_MODES = ("none", "flip")
+
+
 def load_engine(artifact: str | Path, backend: str | None = None, threads: int = 2,
-                precision: str | None = None, **options: Any) -> Engine:
+                precision: str | None = None, tta: str = "none", **options: Any) -> Engine:
     """Open an exported artifact (its folder or ``manifest.json``; or a ``.pt`` checkpoint for the
     ``torch`` backend) with ``backend`` (default: the manifest target's own backend).
 
     ``threads``: CPU threads for the backend; ``precision``: the precision you expect (an error if
     the artifact has another one; for OpenVINO ``fp16``/``bf16`` on an fp32 artifact select the
-    inference precision hint instead); ``options``: backend-specific keywords (``device`` for
+    inference precision hint instead); ``tta``: ``"flip"`` averages each face's output with that of
+    its mirror image (see :class:`Engine`); ``options``: backend-specific keywords (``device`` for
     OpenVINO, ``providers`` for ONNX Runtime, ...). Raises :class:`PKDNError` with the fix on
     a missing/corrupt artifact, an unknown backend or a backend that is not installed.
     """
+    if tta not in TTA_MODES:
+        raise PKDNError(f"unknown tta {tta!r}; choose from {', '.join(TTA_MODES)}")
     path, backend = _resolve_artifact(artifact, backend)
     if backend is not None and backend not in BACKENDS:
         raise PKDNError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -227,9 +247,9 @@ def load_engine(artifact: str | Path, backend: str | None = None, threads: int =
     if not _has(info.package):
         raise missing_backend_error(backend)
     module = importlib.import_module(info.module)
-    if manifest is None:
-        return module.open_engine(path, threads=threads, precision=precision, **options)
-    return module.open_engine(manifest, threads=threads, precision=precision, **options)
+    engine = module.open_engine(path if manifest is None else manifest, threads=threads, precision=precision, **options)
+    engine.tta = tta
+    return engine
 
 
 def check_precision(manifest: Manifest, precision: str | None, backend: str, allowed_hints: tuple[str, ...] = ()) -> None:
