@@ -203,6 +203,28 @@ def _full(id_, kind, scale, p50, psnr_db, device="cpu", backend="openvino", prec
             "quality": {"psnr_ctcnet": psnr_db, "ssim_ctcnet": 0.8, "psnr_dic": psnr_db, "ssim_dic": 0.8, "faces": 81}}
 
 
+def test_flip_tta_configuration_reuses_the_int8_artifact(tmp_path, monkeypatch):
+    """``pkdn-x{s}-openvino-int8-flip`` runs the INT8 artifact with ``tta="flip"``: one export serves both."""
+    import pkdn_edge.bench.configs as C
+
+    configs = C.our_cpu_configs({8: tmp_path / "w.pt"})
+    ids = [c.id for c in configs]
+    assert ids == ["pkdn-x8-torch-fp32", "pkdn-x8-onnxruntime-fp32", "pkdn-x8-openvino-fp32", "pkdn-x8-openvino-int8",
+                   "pkdn-x8-openvino-int8-flip"]
+    flip = configs[-1]
+    assert flip.options == {"tta": "flip"} and flip.export == ("openvino", "int8") and configs[3].options == {}
+    built = []
+
+    def fake_ensure(target, prec, weights, folder, **kw):
+        built.append((target, prec))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    monkeypatch.setattr(C, "ensure_artifact", fake_ensure)
+    C.build_artifacts(configs, tmp_path / "art")
+    assert built.count(("openvino", "int8")) == 1 and flip.path == configs[3].path
+
+
 def test_gpu_configurations_and_report_sections_render_from_fabricated_results(tmp_path):
     from pkdn_edge.bench.configs import our_gpu_configs
     from pkdn_edge.bench.report import write_report

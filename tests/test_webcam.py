@@ -329,6 +329,25 @@ def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detect
     assert len(frames) == 4 and frames[0].shape == (960, 2560, 3)
 
 
+def test_tta_flag_reaches_the_engines(monkeypatch):
+    """``--tta flip`` sets every model engine's test-time augmentation; bicubic is left alone."""
+    built = []
+
+    def fake_build(backend, scale, *a, **k):
+        e = SimpleNamespace(scale=scale, backend=backend, precision="fp32", batch=None, name="fake", tta="none")
+        built.append(e)
+        return e
+
+    monkeypatch.setattr(webcam, "build_engine", fake_build)
+    args = webcam.build_parser().parse_args(["--backend", "onnxruntime", "--scale", "auto", "--tta", "flip"])
+    engines, _ = webcam._engines(args, log=lambda *a: None)
+    assert sorted(engines) == [4, 8] and all(e.tta == "flip" for e in engines.values())
+    args = webcam.build_parser().parse_args(["--backend", "onnxruntime"])
+    assert webcam._engines(args, log=lambda *a: None)[0].tta == "none"
+    args = webcam.build_parser().parse_args(["--backend", "bicubic", "--tta", "flip"])
+    assert webcam._engines(args, log=lambda *a: None)[0].tta == "none"
+
+
 def test_model_selection_prefers_exports_then_the_shipped_onnx(tmp_path, monkeypatch):
     m = _fake_models(tmp_path, monkeypatch)
     with pytest.raises(webcam.PKDNError) as exc:

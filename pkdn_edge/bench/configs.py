@@ -6,6 +6,8 @@ CPU configurations (ids):
 * ``pkdn-x{s}-torch-fp32``: our student in eager PyTorch (the naive baseline, the ``.pt`` file);
 * ``pkdn-x{s}-onnxruntime-fp32``, ``pkdn-x{s}-openvino-fp32`` (f32 inference hint) and
   ``pkdn-x{s}-openvino-int8`` (NNCF INT8): exported artifacts, batch 1;
+* ``pkdn-x{s}-openvino-int8-flip``: the INT8 artifact with flip test-time augmentation (each face
+  and its mirror image, two batch-1 calls, outputs averaged);
 * ``<name>-x{s}-<backend>-<precision>``: pruned / compressed variants given with ``--variants``
   (artifact folders, folders of artifacts, or ``.pt`` checkpoints run in eager PyTorch);
 * ``fsrcnn-x4``, ``espcn-x4``, ``lapsrn-x4``, ``lapsrn-x8``: OpenCV dnn_superres peers;
@@ -33,6 +35,7 @@ from pkdn_edge.errors import PKDNError
 # (export target, precision) of our CPU configurations; target "torch" = the checkpoint itself
 CPU_FORMS: tuple[tuple[str, str], ...] = (("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"),
                                          ("openvino", "int8"))
+TTA_FORM = ("openvino", "int8")  # also measured with flip test-time augmentation (``...-flip``)
 TARGET_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 BACKEND_LABEL = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
                  "tensorrt": "TensorRT", "opencv-dnn": "OpenCV dnn", "pil": "PIL"}
@@ -119,6 +122,12 @@ def our_cpu_configs(weights: dict[int, Path]) -> list[BenchConfig]:
             else:
                 cfg.export = (target, prec)
             out.append(cfg)
+            if (target, prec) == TTA_FORM:
+                flip = BenchConfig(id=f"{cfg.id}-flip", label=f"{cfg.label} + flip TTA", kind="ours", scale=s,
+                                   runtime="engine", backend=backend, precision=prec, weights=str(w),
+                                   options={"tta": "flip"}, export=(target, prec))
+                flip.notes.append("mirror self-ensemble: the face and its mirror image (two batch-1 calls), outputs averaged")
+                out.append(flip)
     return out
 
 
