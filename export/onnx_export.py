@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -106,6 +105,32 @@ def to_fp16(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
+def store_exact_fp16(proto: onnx.ModelProto, min_elements: int = 64) -> int:
+    """Store every float32 initializer whose values are exactly representable in fp16 as an fp16
+    initializer plus a ``Cast`` to float32, in place: the model computes the same fp32 numbers
+    (backends fold the casts when they load it) from half the bytes. The shipped checkpoints hold
+    fp16 weights, so all their weights qualify; anything else (fp32-trained weights, the bicubic
+    matrices) stays float32. Initializers under ``min_elements`` are left alone. Returns the
+    number of initializers converted."""
+    g = proto.graph
+    casts, converted = [], 0
+    for init in g.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        arr = onnx.numpy_helper.to_array(init)
+        half = arr.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), arr):
+            continue
+        name = init.name
+        init.CopyFrom(onnx.numpy_helper.from_array(half, f"{name}/fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}/fp16"], [name], name=f"{name}/to_fp32",
+                                           to=onnx.TensorProto.FLOAT))
+        converted += 1
+    for k, node in enumerate(casts):
+        g.node.insert(k, node)
+    return converted
+
+
 def bicubic_matrix(n: int, scale: int) -> np.ndarray:
     """(n·s, n) float32 matrix ``M`` with ``M @ v`` = PyTorch's bicubic ×s upsampling of a 1-D signal
     ``v`` (``align_corners=False``, a = −0.75, clamped borders): the response to each unit impulse."""
@@ -165,7 +190,9 @@ def matmul_skip_path(path: Path, lr_size: tuple[int, int], scale: int, extras: d
 
 def export(ctx) -> "TargetResult":
     """``--target onnx``: ``model.onnx`` in fp32, fp16 (fp16 weights/compute, float32 I/O) or int8
-    (symmetric INT8 Q/DQ, the same graph the TensorRT target ships; runs in ONNX Runtime)."""
+    (symmetric INT8 Q/DQ, the same graph the TensorRT target ships; runs in ONNX Runtime). The fp32
+    model stores weights that are exact in fp16 as fp16 (:func:`store_exact_fp16`: fp32 compute,
+    identical numbers, half the file for the shipped fp16 checkpoints)."""
     from .context import TargetResult
 
     dst = ctx.workdir / "model.onnx"
@@ -174,7 +201,10 @@ def export(ctx) -> "TargetResult":
         tmp = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset, ctx.onnx_metadata())
         matmul_skip_path(tmp, ctx.lr_size, ctx.scale, extras)
         if ctx.precision == "fp32":
-            os.replace(tmp, dst)
+            proto = onnx.load(str(tmp))
+            extras["fp16_stored_weights"] = store_exact_fp16(proto)
+            onnx.save(proto, str(dst))
+            check_onnx(dst)
         else:
             to_fp16(tmp, dst)
     else:

@@ -101,6 +101,34 @@ def test_onnx_bicubic_skip_path_is_two_matmuls(onnx_fp32):
     assert (y - ref).abs().max() < 1e-5
 
 
+def test_weights_exact_in_fp16_are_stored_as_fp16_with_identical_outputs(tmp_path, onnx_fp32):
+    """store_exact_fp16: a model whose weights are fp16 values (like the shipped checkpoints) gets
+    fp16 initializers + Casts, about half the bytes and bit-identical ONNX Runtime outputs; fp32
+    weights (the fixture's random model) are left as they are."""
+    import onnxruntime as ort
+
+    from pkdn_edge.export.onnx_export import export_onnx, store_exact_fp16
+
+    torch.manual_seed(1)
+    model = create_model("edge", 4).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    path = export_onnx(model, tmp_path / "m.onnx", (32, 32), batch=None)
+    proto = onnx.load(str(path))
+    n = store_exact_fp16(proto)
+    assert n >= 10 and sum(node.name.endswith("/to_fp32") for node in proto.graph.node) == n
+    onnx.save(proto, str(tmp_path / "h.onnx"))
+    onnx.checker.check_model(str(tmp_path / "h.onnx"), full_check=True)
+    assert (tmp_path / "h.onnx").stat().st_size < 0.6 * path.stat().st_size
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    run = lambda f: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+    np.testing.assert_array_equal(run(tmp_path / "h.onnx"), run(path))
+    fixture_graph = onnx.load(str(onnx_fp32.out / "model.onnx")).graph  # random fp32 weights: nothing qualifies
+    assert read_manifest(onnx_fp32.out).extras["fp16_stored_weights"] == 0
+    assert not [node for node in fixture_graph.node if node.name.endswith("/to_fp32")]
+
+
 @needs_openvino
 def test_openvino_fp32_with_f32_hint_matches_torch(tmp):
     r = _export(tmp, "openvino")
