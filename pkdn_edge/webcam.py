@@ -279,25 +279,25 @@ def _export_command(target: str, precision: str, scale: int) -> list[str]:
     return ["pkdn-export", "--target", target, "--precision", precision, "--scale", str(scale), "--dynamic"]
 
 
-def _load_engine(path: Path, backend: str | None, threads: int, precision: str | None) -> Any:
+def _load_engine(path: Path, backend: str | None, threads: int, precision: str | None, tta: str = "none") -> Any:
     from pkdn_edge.engines import load_engine
 
-    return load_engine(path, backend=backend, threads=threads, precision=precision)
+    return load_engine(path, backend=backend, threads=threads, precision=precision, tta=tta)
 
 
 def build_engine(backend: str, scale: int, precision: str | None = None, artifact: str | None = None,
-                 threads: int = 2, build: bool = True, log=print) -> Any:
+                 threads: int = 2, build: bool = True, log=print, tta: str = "none") -> Any:
     """One SR engine for ``scale`` (see MODEL_SELECTION): bicubic; an explicit artifact; the first
     artifact found in the export folders, then among the shipped models; for ``torch`` the shipped
     checkpoint; else one exported now from the shipped checkpoint (only where the export tools are
-    installed)."""
+    installed). ``tta`` is the engines' test-time augmentation (``load_engine``; bicubic has none)."""
     if backend == "bicubic":
         return BicubicEngine(scale)
     if artifact:
         p = Path(artifact)
         if not p.exists():
             raise PKDNError(f"--artifact {p} does not exist")
-        return _load_engine(p, None if backend == "auto" else backend, threads, precision)
+        return _load_engine(p, None if backend == "auto" else backend, threads, precision, tta)
     backends = _auto_backends() if backend == "auto" else [backend]
     if backend != "auto" and not _backend_available(backend):
         extra = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "train"}.get(backend)
@@ -307,11 +307,11 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
     for cand, b in model_candidates(backends, scale, precision):
         if (cand / MANIFEST_NAME).is_file():
             log(f"engine x{scale}: {cand} ({b})")
-            return _load_engine(cand, b, threads, precision)
+            return _load_engine(cand, b, threads, precision, tta)
     if backend == "torch":  # torch runs the shipped checkpoint itself: no export needed
         ckpt = pretrained_path(scale)
         log(f"engine x{scale}: {ckpt} (torch)")
-        return _load_engine(ckpt, "torch", threads, precision)
+        return _load_engine(ckpt, "torch", threads, precision, tta)
     b = "onnxruntime" if backend == "auto" else backends[0]  # auto builds the plain ONNX model
     target = _TARGETS[b][0]
     prec = precision or _PRECISIONS[b][0]
@@ -327,7 +327,7 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
                             f"run `{' '.join(cmd)}` yourself or use --backend bicubic")
         for cand in default_artifacts(b, scale, prec):
             if (cand / MANIFEST_NAME).is_file():
-                return _load_engine(cand, b, threads, prec)
+                return _load_engine(cand, b, threads, prec, tta)
         raise PKDNError(f"`{' '.join(cmd)}` ran but no artifact appeared in {_export_roots()[0]}")
     exports = ", ".join(dict.fromkeys(str(r) for r in _export_roots()))
     shipped = " or ".join(str(r / f"onnx_fp32_x{scale}") for r in _shipped_roots())
@@ -517,9 +517,7 @@ def _engines(args, log) -> tuple[Any, str]:
         raise PKDNError("--scale auto with --artifact needs two folders: X4_DIR,X8_DIR")
     engines = {}
     for s, a in zip(scales, arts):
-        e = build_engine(args.backend, s, args.precision, a, args.threads, log=log)
-        if args.tta != "none" and args.backend != "bicubic":
-            e.tta = args.tta
+        e = build_engine(args.backend, s, args.precision, a, args.threads, log=log, tta=args.tta)
         engines[int(e.scale)] = e
         if getattr(e, "batch", None) == 1 and args.max_faces > 1:
             log(f"note: {e.name} has a fixed batch of 1, so the faces of a frame run one call each; "

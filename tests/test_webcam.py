@@ -289,7 +289,7 @@ def _fake_models(tmp_path, monkeypatch):
     monkeypatch.setattr(webcam, "_shipped_roots", lambda: [shipped])
     monkeypatch.setattr(webcam, "_export_tools_available", lambda: False)
 
-    def load(path, backend, threads, precision):
+    def load(path, backend, threads, precision, tta="none"):
         loaded.append((Path(path), backend))
         return BicubicEngine(int(str(path)[-1]))
 
@@ -333,8 +333,9 @@ def test_tta_flag_reaches_the_engines(monkeypatch):
     """``--tta flip`` sets every model engine's test-time augmentation; bicubic is left alone."""
     built = []
 
-    def fake_build(backend, scale, *a, **k):
-        e = SimpleNamespace(scale=scale, backend=backend, precision="fp32", batch=None, name="fake", tta="none")
+    def fake_build(backend, scale, *a, tta="none", **k):  # build_engine: load_engine(tta=...), bicubic has none
+        e = SimpleNamespace(scale=scale, backend=backend, precision="fp32", batch=None, name="fake",
+                            tta="none" if backend == "bicubic" else tta)
         built.append(e)
         return e
 
