@@ -4,7 +4,7 @@ set -e
 cd "$(dirname "$0")/.."
 mkdir -p out
 B=.venv/bin
-[ -d exports/openvino_int8_x4 ] || $B/pkdn-export --target openvino --precision int8 --scale 4 --dynamic
+$B/pkdn-export --target openvino --precision int8 --scale 4 --dynamic  # always: an old export would run old weights
 $B/python - <<'PY'
 import cv2, numpy as np
 caps = [cv2.VideoCapture(f"../shared/video/{n}.mp4") for n in ("d6", "d10", "d14")]

@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError, run_cli
-from pkdn_edge.manifest import MANIFEST_NAME
+from pkdn_edge.manifest import MANIFEST_NAME, sha256_file
 from pkdn_edge.pipeline import SR_IOD, STAGES, BicubicEngine, FacePipeline, FrameResult
 from pkdn_edge.pretrained import WEIGHTS_DIR, pretrained_path
 from pkdn_edge.sources import (CameraNotFoundError, DemoSource, Downscale, FrameSource, open_source)
@@ -269,6 +269,26 @@ def model_candidates(backends: list[str], scale: int, precision: str | None) -> 
             for cand in default_artifacts(b, scale, precision, roots)]
 
 
+def stale_export_note(artifact: Path, scale: int) -> str | None:
+    """A warning when ``artifact`` was exported from the shipped ``pkdn_edge_x<scale>.pt`` but that
+    checkpoint has changed since (e.g. a newer pkdn-edge shipped better weights): the old export
+    still runs, but it is not the model this install ships. ``None`` when current or unknown."""
+    ckpt = WEIGHTS_DIR / f"pkdn_edge_x{scale}.pt"
+    try:
+        manifest = json.loads((artifact / MANIFEST_NAME).read_text())
+        source = manifest.get("source") or {}
+    except (OSError, ValueError, AttributeError):
+        return None  # load_engine reports unreadable manifests itself
+    if source.get("weights") != ckpt.name or not source.get("sha256") or not ckpt.is_file():
+        return None
+    if source["sha256"] == sha256_file(ckpt):
+        return None
+    target, precision = manifest.get("target", "onnx"), manifest.get("precision", "fp32")
+    return (f"warning: {artifact} was exported from an older {ckpt.name} (sha256 {source['sha256'][:12]}, shipped "
+            f"now {sha256_file(ckpt)[:12]}); it still runs, but re-export it for the shipped model: "
+            f"`{' '.join(_export_command(target, precision, scale))} --out {artifact}`")
+
+
 def _export_tools_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx")) and \
         importlib.util.find_spec("pkdn_edge.export.cli") is not None
@@ -307,6 +327,9 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
     for cand, b in model_candidates(backends, scale, precision):
         if (cand / MANIFEST_NAME).is_file():
             log(f"engine x{scale}: {cand} ({b})")
+            stale = stale_export_note(cand, scale)
+            if stale:
+                log(stale)
             return _load_engine(cand, b, threads, precision, tta)
     if backend == "torch":  # torch runs the shipped checkpoint itself: no export needed
         ckpt = pretrained_path(scale)

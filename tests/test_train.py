@@ -150,6 +150,22 @@ def test_bf16_autocast_trains_the_same_losses_in_fp32_weights(tmp_path, faces):
         _cfg(tmp_path, "x", precision="fp16")
 
 
+def test_mse_pixel_loss_is_the_mean_squared_error(tmp_path, faces):
+    """pixel_loss=mse: the pixel term is the MSE of the step's own output (L1 still logged)."""
+    import torch.nn.functional as F
+
+    t = Trainer(_cfg(tmp_path, "mse", steps=2, pixel_loss="mse", w_pixel=2.0))
+    b = {k: v.to(memory_format=t.memory_format) for k, v in t.sampler.batch(0, t.cfg.batch_size).items()}
+    with torch.no_grad():
+        sr, _ = t.model.forward_features(b["lr"], None)
+    stats = t.train_step(0)
+    assert stats["loss"] == pytest.approx(2.0 * F.mse_loss(sr, b["hr"]).item(), rel=1e-5)
+    assert stats["l1"] == pytest.approx(F.l1_loss(sr, b["hr"]).item(), rel=1e-5)
+    assert stats["loss"] < 2.0 * stats["l1"]  # errors below 1: squared is smaller, so not the L1 term
+    with pytest.raises(PKDNError, match="pixel_loss must be"):
+        _cfg(tmp_path, "x", pixel_loss="l2")
+
+
 def test_eval_flip_tta_adds_a_mirror_ensembled_row(tmp_path, faces):
     """``pkdn-train eval --tta flip``: one more row per student, the mean of the face's and its
     mirror's outputs; ``super_resolve`` refuses a teacher's prior (left/right regions)."""

@@ -367,6 +367,48 @@ def test_model_selection_prefers_exports_then_the_shipped_onnx(tmp_path, monkeyp
     assert "onnx_fp32_x<s>" in webcam.build_parser().format_help()  # --help documents the default
 
 
+def test_export_from_an_older_shipped_checkpoint_is_flagged(tmp_path, monkeypatch):
+    """A user export made from a since-replaced pkdn_edge_x4.pt still runs, with a warning that
+    names the re-export command; a current one, or one from other weights, gets no warning."""
+    import hashlib
+
+    m = _fake_models(tmp_path, monkeypatch)
+    weights = tmp_path / "pkg_weights"
+    weights.mkdir()
+    (weights / "pkdn_edge_x4.pt").write_bytes(b"new weights")
+    monkeypatch.setattr(webcam, "WEIGHTS_DIR", weights)
+    art = m.add(m.exports, "onnx_int8_x4")
+    monkeypatch.setattr(webcam, "_backend_available", lambda b: True)
+
+    def logs_for(name, payload):
+        sha = hashlib.sha256(payload).hexdigest()
+        (art / "manifest.json").write_text(json.dumps(
+            {"target": "onnx", "precision": "int8", "source": {"weights": name, "sha256": sha}}))
+        return webcam.stale_export_note(art, 4)
+
+    note = logs_for("pkdn_edge_x4.pt", b"old weights")
+    assert note and "older pkdn_edge_x4.pt" in note
+    assert f"pkdn-export --target onnx --precision int8 --scale 4 --dynamic --out {art}" in note
+    assert logs_for("pkdn_edge_x4.pt", b"new weights") is None   # exported from the shipped checkpoint
+    assert logs_for("best.pt", b"old weights") is None            # the user's own weights: their business
+    logs_for("pkdn_edge_x4.pt", b"old weights")
+    logs = []
+    webcam.build_engine("onnxruntime", 4, log=logs.append)
+    assert m.loaded == [(art, "onnxruntime")] and logs[-1] == note  # it still runs, after the warning
+    (art / "manifest.json").write_text("{not json")
+    assert webcam.stale_export_note(art, 4) is None               # load_engine reports that one
+
+
+def test_shipped_onnx_models_were_exported_from_the_shipped_checkpoints():
+    """Shipping new weights without re-exporting the ONNX models would run the old network."""
+    from pkdn_edge.pretrained import WEIGHTS_DIR
+
+    for s in (4, 8):
+        assert webcam.stale_export_note(WEIGHTS_DIR / f"onnx_fp32_x{s}", s) is None
+        source = json.loads((WEIGHTS_DIR / f"onnx_fp32_x{s}" / "manifest.json").read_text())["source"]
+        assert source["weights"] == f"pkdn_edge_x{s}.pt"  # so the check above compared hashes
+
+
 def test_odd_resolution_video_with_downscale(tmp_path, capsys, detector):
     spec = "demo:faces=1,frames=3,size=161x119"
     detector.update(demo=open_source(spec), scale=1.5)

@@ -37,7 +37,8 @@ class TrainConfig:
     hr_size: int = 128
     # distillation (student only)
     teacher: str = ""                # teacher checkpoint; empty = no distillation (the ablation)
-    w_pixel: float = 1.0             # L1(SR_s, HR)
+    w_pixel: float = 1.0             # pixel loss D(SR_s, HR), D = pixel_loss
+    pixel_loss: str = "l1"           # "l1", or "mse" (the quantity PSNR measures; for a final fine-tune)
     w_feat: float = 1.0              # per-stage feature distillation, start weight
     w_feat_end: float = 0.1          # ... decays linearly to this
     feat_decay_steps: int = 10000    # ... over this many steps
@@ -74,6 +75,8 @@ class TrainConfig:
             raise PKDNError(f"scale must be 4 or 8, got {self.scale}")
         if self.steps < 1 or self.batch_size < 1:
             raise PKDNError("steps and batch_size must be positive")
+        if self.pixel_loss not in ("l1", "mse"):
+            raise PKDNError(f"pixel_loss must be 'l1' or 'mse', got {self.pixel_loss!r}")
         if self.precision not in ("fp32", "bf16"):
             raise PKDNError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.betas = tuple(self.betas)

@@ -3,6 +3,7 @@
 * Teacher: L1(SR_t, HR) with the K-channel parsing prior as a second input.
 * Student: ``w_pixel·L1(SR_s, HR) + w_feat(step)·mean_k L1(F_s^k, F_t^k) + w_out·L1(SR_s, SR_t)``
   against a frozen teacher; with no ``teacher`` it is the no-distillation ablation.
+* ``pixel_loss: mse`` replaces the pixel term's L1 by the mean squared error (for either role).
 
 Checkpoints (``last.pt`` every ``ckpt_every`` steps, ``best.pt`` on the best validation PSNR) are
 written atomically and hold everything needed to resume bit-exactly: the batch of step ``k`` is a
@@ -244,7 +245,8 @@ class Trainer:
             sr, feats = self.student_forward(b["lr"], prior)
         sr, feats = sr.float(), [f.float() for f in feats]
         l1 = F.l1_loss(sr, b["hr"])
-        loss = cfg.w_pixel * l1
+        pixel = F.mse_loss(sr, b["hr"]) if cfg.pixel_loss == "mse" else l1
+        loss = cfg.w_pixel * pixel
         stats = {"l1": l1.item(), "lr": lr_now}
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
