@@ -7,6 +7,7 @@ training steps, a few calibration faces.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -235,3 +236,27 @@ def test_accuracy_controlled_ptq_on_openvino(env, tmp_path):
     sel = q["selection"]
     assert sel["faces"] == 4 and np.isfinite(sel["delta_db"]) and sel["fake_quantize_ops"] > 0
     assert load_engine(r.out, threads=1).run(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 128, 128, 3)
+
+
+def test_latency_is_timed_in_alternating_blocks_not_call_by_call():
+    """Each engine gets its timed calls in blocks (3 untimed calls first), blocks take turns in an
+    order that reverses each round: an engine's spinning worker threads never sit between two
+    timed calls of another engine."""
+    from pkdn_edge.export.compress import measure_latency
+
+    calls: list[str] = []
+
+    class Fake:
+        lr_size = (4, 4)
+
+        def __init__(self, name):
+            self.name = name
+
+        def run_tensor(self, x):
+            calls.append(self.name)
+
+    ms = measure_latency({"a": Fake("a"), "b": Fake("b")}, runs=60, warmup=2, block=25)
+    assert set(ms) == {"a", "b"} and all(v["ms_median"] >= 0 for v in ms.values())
+    runs = [(k, len(list(g))) for k, g in itertools.groupby(calls)]
+    # warm-up 2 each, then blocks of 3 + 25, 3 + 25, 3 + 10, the order a b | b a | a b
+    assert runs == [("a", 2), ("b", 2), ("a", 28), ("b", 28 + 28), ("a", 28 + 13), ("b", 13)]

@@ -166,6 +166,38 @@ def test_mse_pixel_loss_is_the_mean_squared_error(tmp_path, faces):
         _cfg(tmp_path, "x", pixel_loss="l2")
 
 
+def test_ema_averages_the_weights_validates_them_and_resumes_bit_exactly(tmp_path, faces):
+    """ema_decay: each step moves the average by (1 - decay) towards the live weights; best.pt holds the
+    average, and an interrupted run resumes to the same average as a straight one."""
+    t = Trainer(_cfg(tmp_path, "e", steps=6, ema_decay=0.75))
+    before = {k: v.clone() for k, v in t.ema.model.state_dict().items()}
+    t.train_step(0)
+    live, avg = t.model.state_dict(), t.ema.model.state_dict()
+    moved = [k for k in avg if avg[k].is_floating_point() and not torch.equal(live[k], before[k])]
+    assert moved  # the step changed weights, and the average followed a quarter of the way
+    for k in moved:
+        torch.testing.assert_close(avg[k], 0.75 * before[k] + 0.25 * live[k])
+
+    kw = dict(steps=12, ema_decay=0.9, val_every=12)  # one validation, at the end: best.pt is that average
+    Trainer(_cfg(tmp_path, "ea", **kw)).run(progress=False)
+    Trainer(_cfg(tmp_path, "eb", **kw)).run(stop_at=7, progress=False)  # an interrupted run ...
+    Trainer(_cfg(tmp_path, "eb", **kw)).run(progress=False)  # ... resumed from eb/last.pt
+    a = read_checkpoint(tmp_path / "ea" / "last.pt")
+    b = read_checkpoint(tmp_path / "eb" / "last.pt")
+    assert a["ema"].keys() == a["model"].keys()
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    assert not all(torch.equal(a["ema"][k], a["model"][k]) for k in a["ema"])  # the average is not the live net
+    best, meta = load_model(tmp_path / "ea" / "best.pt")
+    assert meta["step"] == 12
+    assert all(torch.equal(v, a["ema"][k]) for k, v in best.state_dict().items())
+
+    Trainer(_cfg(tmp_path, "plain", steps=4)).run(progress=False)
+    with pytest.raises(PKDNError, match="without ema_decay"):
+        Trainer(_cfg(tmp_path, "plain", steps=8, ema_decay=0.9))
+    with pytest.raises(PKDNError, match="ema_decay must be"):
+        _cfg(tmp_path, "x", ema_decay=1.0)
+
+
 def test_eval_flip_tta_adds_a_mirror_ensembled_row(tmp_path, faces):
     """``pkdn-train eval --tta flip``: one more row per student, the mean of the face's and its
     mirror's outputs; ``super_resolve`` refuses a teacher's prior (left/right regions)."""

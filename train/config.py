@@ -53,6 +53,8 @@ class TrainConfig:
     warmup_steps: int = 200
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
+    ema_decay: float = 0.0           # exponential moving average of the weights (0 = off; e.g. 0.999): when on,
+                                     # validation, best.pt and the shipped weights are the averaged copy
     # bookkeeping
     seed: int = 0
     threads: int = 2                 # torch CPU threads
@@ -77,6 +79,8 @@ class TrainConfig:
             raise PKDNError("steps and batch_size must be positive")
         if self.pixel_loss not in ("l1", "mse"):
             raise PKDNError(f"pixel_loss must be 'l1' or 'mse', got {self.pixel_loss!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise PKDNError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in ("fp32", "bf16"):
             raise PKDNError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.betas = tuple(self.betas)

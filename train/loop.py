@@ -4,6 +4,8 @@
 * Student: ``w_pixel·L1(SR_s, HR) + w_feat(step)·mean_k L1(F_s^k, F_t^k) + w_out·L1(SR_s, SR_t)``
   against a frozen teacher; with no ``teacher`` it is the no-distillation ablation.
 * ``pixel_loss: mse`` replaces the pixel term's L1 by the mean squared error (for either role).
+* ``ema_decay > 0`` keeps an exponential moving average of the weights (:class:`WeightEMA`); validation
+  and ``best.pt`` then use the average, the optimiser keeps training the raw weights.
 
 Checkpoints (``last.pt`` every ``ckpt_every`` steps, ``best.pt`` on the best validation PSNR) are
 written atomically and hold everything needed to resume bit-exactly: the batch of step ``k`` is a
@@ -97,6 +99,31 @@ def validate(
     return float(np.mean(scores))
 
 
+class WeightEMA:
+    """Exponential moving average of a model's floating-point parameters and buffers.
+
+    After each optimiser step ``update()`` moves every averaged tensor ``e`` towards the live one
+    ``p``: ``e ← decay·e + (1 − decay)·p``. The average lives in its own copy of the model
+    (``self.model``), so it can be validated and saved like any other :class:`PKDN`.
+    """
+
+    def __init__(self, model: PKDN, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: PKDN) -> None:
+        live = model.state_dict()
+        for name, e in self.model.state_dict().items():
+            p = live[name]
+            if e.is_floating_point():
+                e.lerp_(p.detach(), 1.0 - self.decay)
+            else:
+                e.copy_(p)
+
+
 class Trainer:
     """One run: builds data, model, optimiser; resumes from ``<out>/last.pt`` when it exists.
 
@@ -165,6 +192,7 @@ class Trainer:
                 self.adapters.init_selection(index)
             params += list(self.adapters.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step = 0
         self.best = -math.inf
         self._resume()
@@ -184,6 +212,7 @@ class Trainer:
             "train": self.cfg.to_dict(),
             "optimizer": self.opt.state_dict(),
             "adapters": self.adapters.state_dict() if self.adapters is not None else {},
+            "ema": self.ema.model.state_dict() if self.ema is not None else {},
             "step": self.step,
             "best": self.best,
             "meta": {"step": self.step, "best_val_psnr": self.best},
@@ -206,6 +235,10 @@ class Trainer:
                     f"{last} holds feature adapters of another kind than feat_adapter={self.cfg.feat_adapter!r}; "
                     "resume with the run's own setting or use a new `out` folder"
                 ) from None
+        if self.ema is not None:
+            if not ckpt.get("ema"):
+                raise PKDNError(f"{last} was trained without ema_decay; resume with the run's own setting or use a new `out` folder")
+            self.ema.model.load_state_dict(ckpt["ema"])
         self.step, self.best = int(ckpt["step"]), float(ckpt["best"])
         self._trim_log()
         print(f"resumed {last} at step {self.step}")
@@ -263,6 +296,8 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         stats["loss"] = loss.item()
         return stats
 
@@ -311,8 +346,15 @@ class Trainer:
         """The trained model's ``(sr, distilled features)`` for a batch (see :meth:`PKDN.forward_features`)."""
         return self.model.forward_features(lr, prior)
 
+    @property
+    def eval_model(self) -> PKDN:
+        """The weights that are validated and saved: the moving average when ``ema_decay > 0``."""
+        return self.ema.model if self.ema is not None else self.model
+
     def validate(self) -> float:
-        score = validate(self.model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors)
+        score = validate(self.eval_model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors)
+        if self.ema is not None:
+            self.ema.model.eval()  # validate() leaves its model in train mode
         if score > self.best:
             self.best = score
             self.save_best(score)
@@ -320,4 +362,6 @@ class Trainer:
 
     def save_best(self, score: float) -> None:
         """Write ``<out>/best.pt`` (inference weights) for a new best validation PSNR."""
-        export_weights(self.model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "train": self.cfg.to_dict()})
+        export_weights(
+            self.eval_model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "train": self.cfg.to_dict()}
+        )
