@@ -293,15 +293,19 @@ def evaluate(models: dict[str, Any], hr: Any, scale: int, threads: int) -> list[
     return rows
 
 
-def measure_latency(engines: dict[str, Any], runs: int, warmup: int = 20, block: int = 25) -> dict[str, dict[str, float]]:
+LATENCY_BLOCK = 25  # timed calls per engine before the next engine's turn (see measure_latency)
+
+
+def measure_latency(
+    engines: dict[str, Any], runs: int, warmup: int = 20, block: int = LATENCY_BLOCK
+) -> dict[str, dict[str, float]]:
     """ms per batch-1 call of each engine: ``runs`` timed calls each, in blocks of ``block`` calls.
 
     Blocks take turns (the order reverses every round, so a slow drift of background load hits all
     engines alike), and each block starts with 3 untimed calls. Engines are not interleaved call by
     call: the worker threads of an engine that just ran keep spinning for a while (ONNX Runtime,
-    OpenVINO), and on a 2-core machine they steal the next engine's cores. Timing every engine once
-    per round that way measured the shipped ×4 student at 12.0 ms in ONNX Runtime instead of its
-    own 6.6 ms and cut the pruned/original ratio from 1.73× to 1.18× (2026-12-03).
+    OpenVINO), and on a 2-core machine they steal the next engine's cores: timed once per round, the
+    50 %-pruned ×4 student's ONNX Runtime speed-up read 1.18×, in blocks 1.98× (2026-12-03).
     """
     import numpy as np
 
@@ -470,7 +474,7 @@ def run_compress(cfg: CompressConfig, log: Callable[[str], None] = print) -> dic
     rows = evaluate(models, hr, scale, cfg.threads)
 
     # 5. latency --------------------------------------------------------------------------------------
-    latency: dict[str, Any] = {"batch": 1, "threads": cfg.threads, "runs": cfg.latency_runs, "rows": []}
+    latency: dict[str, Any] = {"batch": 1, "threads": cfg.threads, "runs": cfg.latency_runs, "block": LATENCY_BLOCK, "rows": []}
     if cfg.latency_runs > 0:
         log(f"[5/6] latency: batch 1, {cfg.threads} threads, {cfg.latency_runs} calls per model in alternating blocks")
         ref_dir = out / ".reference"
@@ -554,7 +558,7 @@ def report_markdown(r: dict[str, Any]) -> str:
     lat = r["latency"]
     if lat["rows"]:
         lines += ["", f"## Latency (batch 1, {lat['threads']} threads, median of {lat['runs']} calls per model "
-                      "after warm-up, in alternating blocks of 25)", "", "| model | backend | precision | ms/face (median) | p90 |", "|---|---|---|---|---|"]
+                      f"after warm-up, in alternating blocks of {lat.get('block', LATENCY_BLOCK)})", "", "| model | backend | precision | ms/face (median) | p90 |", "|---|---|---|---|---|"]
         for row in lat["rows"]:
             lines.append(f"| {row['model']} | {row['backend']} | {row['precision']} | {row['ms_median']:.3f} | "
                          f"{row['ms_p90']:.3f} |")

@@ -87,6 +87,7 @@ def validate(
     model: PKDN, hr: np.ndarray, scale: int, device: torch.device, priors: np.ndarray | None = None, batch: int = 64
 ) -> float:
     """Mean Y-PSNR (CTCNet protocol: PIL bicubic ↓s, no crop) of ``model`` on faces (N,H,W,3)."""
+    was_training = model.training
     model.eval()
     scores = []
     for i in range(0, len(hr), batch):
@@ -95,7 +96,7 @@ def validate(
         p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255).to(device)
         sr = to_uint8(model(lr, p))
         scores += [psnr(s, r) for s, r in zip(sr, h)]
-    model.train()
+    model.train(was_training)
     return float(np.mean(scores))
 
 
@@ -112,16 +113,19 @@ class WeightEMA:
 
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        # (average, live) tensor pairs, taken once: the optimiser and load_state_dict update the
+        # live tensors in place, so the pairs stay valid for the whole run
+        live = model.state_dict(keep_vars=True)
+        pairs = [(e, live[k].detach()) for k, e in self.model.state_dict().items()]
+        self._float = [(e, p) for e, p in pairs if e.is_floating_point()]
+        self._other = [(e, p) for e, p in pairs if not e.is_floating_point()]
 
     @torch.no_grad()
-    def update(self, model: PKDN) -> None:
-        live = model.state_dict()
-        for name, e in self.model.state_dict().items():
-            p = live[name]
-            if e.is_floating_point():
-                e.lerp_(p.detach(), 1.0 - self.decay)
-            else:
-                e.copy_(p)
+    def update(self) -> None:
+        for e, p in self._float:
+            e.lerp_(p, 1.0 - self.decay)
+        for e, p in self._other:
+            e.copy_(p)
 
 
 class Trainer:
@@ -297,7 +301,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update()
         stats["loss"] = loss.item()
         return stats
 
@@ -353,8 +357,6 @@ class Trainer:
 
     def validate(self) -> float:
         score = validate(self.eval_model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors)
-        if self.ema is not None:
-            self.ema.model.eval()  # validate() leaves its model in train mode
         if score > self.best:
             self.best = score
             self.save_best(score)
