@@ -27,7 +27,13 @@ class TrainConfig:
     # data
     data: str = "../shared/faces/train"
     layout: str = "aligned"          # "aligned", "celeba" or "celebamask" (see pkdn_edge.train.data)
-    degradation: str = "bicubic"     # "bicubic" (paper protocol) or "webcam" (blur/noise/JPEG mix)
+    degradation: str = "bicubic"     # "bicubic" (paper protocol), "camera" (train/camera.py: blur, resampler,
+                                     # sensor noise, JPEG/H.264/MPEG-4, second order, clean pairs) or "webcam"
+                                     # (the older blur/noise/JPEG mix)
+    camera: dict = field(default_factory=dict)  # CameraDegradation overrides (degradation: camera),
+                                     # e.g. {p_clean: 0.3, read_sigma: [0.5, 3]}
+    select_on: str = "bicubic"       # validation score that picks best.pt: "bicubic" (paper protocol), "camera"
+                                     # (the frozen camera protocol on the validation faces) or "mean" of both
     augment: bool = True             # photometric + small similarity jitter (see BatchSampler)
     prior_source: str = "landmarks"  # teacher priors: "landmarks" (dlib 68 points) or "labels" (celebamask)
     min_sharpness: float = 0.0       # keep only faces at least this sharp (face_sharpness, dB; 0 = all),
@@ -83,6 +89,16 @@ class TrainConfig:
             raise PKDNError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in ("fp32", "bf16"):
             raise PKDNError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.degradation not in ("bicubic", "camera", "webcam"):
+            raise PKDNError(f"degradation must be 'bicubic', 'camera' or 'webcam', got {self.degradation!r}")
+        if self.select_on not in ("bicubic", "camera", "mean"):
+            raise PKDNError(f"select_on must be 'bicubic', 'camera' or 'mean', got {self.select_on!r}")
+        if not isinstance(self.camera, dict):
+            raise PKDNError(f"camera must be a mapping of CameraDegradation settings, got {self.camera!r}")
+        if self.camera:
+            from .camera import CameraDegradation
+
+            CameraDegradation.from_dict(self.camera)  # unknown keys and bad ranges fail here, not after loading
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:

@@ -27,6 +27,7 @@ import torch
 
 from pkdn_edge.errors import PKDNError
 
+from .camera import CameraDegradation
 from .degradations import WebcamDegradation, bicubic_down
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -136,7 +137,7 @@ class FaceData:
         data = cls(np.stack(hr), names, np.stack(labels) if labels else None)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
+            tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # concurrent runs: one temp file each
             arrays = {"hr": data.hr, "names": np.array(names)}
             if data.labels is not None:
                 arrays["labels"] = data.labels
@@ -179,7 +180,8 @@ class BatchSampler:
     Args:
         hr: (N,H,W,3) uint8 RGB faces.
         scale: SR factor.
-        degradation: ``"bicubic"`` (paper protocol, LR precomputed) or ``"webcam"``.
+        degradation: ``"bicubic"`` (paper protocol, LR precomputed), ``"camera"``
+            (:class:`~pkdn_edge.train.camera.CameraDegradation`, settings in ``camera``) or ``"webcam"``.
         priors: optional (N,K,H,W) uint8 soft parsing maps (0..255) for the teacher.
         flip: random horizontal flips (prior channels of left/right regions are swapped too).
         augment: photometric jitter (brightness, contrast, saturation) on every face and, for half
@@ -189,15 +191,19 @@ class BatchSampler:
 
     def __init__(
         self, hr: np.ndarray, scale: int, degradation: str = "bicubic", priors: np.ndarray | None = None,
-        flip: bool = True, augment: bool = True, seed: int = 0,
+        flip: bool = True, augment: bool = True, seed: int = 0, camera: dict | None = None,
     ) -> None:
-        if degradation not in ("bicubic", "webcam"):
-            raise PKDNError(f"unknown degradation {degradation!r}; choose 'bicubic' or 'webcam'")
+        if degradation not in ("bicubic", "camera", "webcam"):
+            raise PKDNError(f"unknown degradation {degradation!r}; choose 'bicubic', 'camera' or 'webcam'")
         self.hr, self.scale, self.degradation = hr, scale, degradation
         self.priors, self.flip, self.augment, self.seed = priors, flip, augment, seed
         precompute = degradation == "bicubic" and not augment
         self.lr = np.stack([bicubic_down(x, scale) for x in hr]) if precompute else None
-        self.webcam = WebcamDegradation()
+        self.degrade = None
+        if degradation == "webcam":
+            self.degrade = WebcamDegradation()
+        elif degradation == "camera":
+            self.degrade = CameraDegradation.from_dict(camera)
 
     def __len__(self) -> int:
         return len(self.hr)
@@ -216,7 +222,7 @@ class BatchSampler:
         elif self.degradation == "bicubic":
             lr = np.stack([bicubic_down(x, self.scale) for x in hr])
         else:
-            lr = np.stack([self.webcam(x, self.scale, rng) for x in hr])
+            lr = np.stack([self.degrade(x, self.scale, rng) for x in hr])
         hr = np.where(flips[:, None, None, None], hr[:, :, ::-1], hr)
         lr = np.where(flips[:, None, None, None], lr[:, :, ::-1], lr)
         out = {"lr": to_tensor(lr), "hr": to_tensor(hr)}

@@ -32,12 +32,13 @@ from pkdn_edge.models import PKDN, PKDNConfig, create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint, save_atomic
 
 from .config import TrainConfig
+from .camera import protocol_lr
 from .data import BatchSampler, FaceData, face_sharpness, split_indices, to_tensor, to_uint8
 from .degradations import bicubic_down
 from .losses import FeatureAdapters, feat_weight, feature_distillation
 from .warmstart import student_from_teacher
 
-LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "val_psnr", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "val_psnr", "val_bicubic", "val_camera", "elapsed_s"]
 
 
 def train_val_split(data: FaceData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -84,15 +85,19 @@ def load_priors(data: FaceData, cfg: TrainConfig) -> np.ndarray:
 
 @torch.no_grad()
 def validate(
-    model: PKDN, hr: np.ndarray, scale: int, device: torch.device, priors: np.ndarray | None = None, batch: int = 64
+    model: PKDN, hr: np.ndarray, scale: int, device: torch.device, priors: np.ndarray | None = None, batch: int = 64,
+    lr_faces: np.ndarray | None = None,
 ) -> float:
-    """Mean Y-PSNR (CTCNet protocol: PIL bicubic ↓s, no crop) of ``model`` on faces (N,H,W,3)."""
+    """Mean Y-PSNR (no crop) of ``model`` on faces (N,H,W,3) from their LR ``lr_faces`` (N,h,w,3);
+    by default the CTCNet protocol's (PIL bicubic ↓s)."""
     was_training = model.training
     model.eval()
+    if lr_faces is None:
+        lr_faces = np.stack([bicubic_down(x, scale) for x in hr])
     scores = []
     for i in range(0, len(hr), batch):
         h = hr[i : i + batch]
-        lr = to_tensor(np.stack([bicubic_down(x, scale) for x in h])).to(device)
+        lr = to_tensor(lr_faces[i : i + batch]).to(device)
         p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255).to(device)
         sr = to_uint8(model(lr, p))
         scores += [psnr(s, r) for s, r in zip(sr, h)]
@@ -162,8 +167,12 @@ class Trainer:
         self.val_priors = load_priors(self.val_data, cfg) if cfg.role == "teacher" else None
 
         self.sampler = BatchSampler(
-            self.train_data.hr, cfg.scale, cfg.degradation, self.priors, augment=cfg.augment, seed=cfg.seed
+            self.train_data.hr, cfg.scale, cfg.degradation, self.priors, augment=cfg.augment, seed=cfg.seed,
+            camera=cfg.camera,
         )
+        # validation LR per protocol: the paper's always; the frozen camera protocol's when trained or selected on it
+        protocols = ["bicubic"] + (["camera"] if cfg.degradation == "camera" or cfg.select_on != "bicubic" else [])
+        self.val_lr = {p: protocol_lr(self.val_data.hr, cfg.scale, p) for p in protocols}
         torch.manual_seed(cfg.seed)
         init_meta: dict = {}
         if model is not None:
@@ -332,7 +341,9 @@ class Trainer:
                     acc.clear()
                     if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                         row["val_psnr"] = f"{self.validate():.3f}"
-                        bar.write(f"step {self.step}: val PSNR {row['val_psnr']} dB (best {self.best:.3f})")
+                        row.update({f"val_{p}": f"{v:.3f}" for p, v in self.val_scores.items()})
+                        per = ", ".join(f"{p} {v:.3f}" for p, v in self.val_scores.items())
+                        bar.write(f"step {self.step}: val PSNR {row['val_psnr']} dB ({per}; best {self.best:.3f})")
                     self._log(row)
                 if self.step % cfg.ckpt_every == 0:
                     save_atomic(self._state(), self.out / "last.pt")
@@ -356,7 +367,13 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.model
 
     def validate(self) -> float:
-        score = validate(self.eval_model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors)
+        """Validation PSNR per protocol (kept in ``self.val_scores``); returns the ``select_on`` score."""
+        self.val_scores = {
+            p: validate(self.eval_model, self.val_data.hr, self.cfg.scale, self.device, self.val_priors, lr_faces=lr)
+            for p, lr in self.val_lr.items()
+        }
+        sel = self.cfg.select_on
+        score = float(np.mean(list(self.val_scores.values()))) if sel == "mean" else self.val_scores[sel]
         if score > self.best:
             self.best = score
             self.save_best(score)
@@ -365,5 +382,5 @@ class Trainer:
     def save_best(self, score: float) -> None:
         """Write ``<out>/best.pt`` (inference weights) for a new best validation PSNR."""
         export_weights(
-            self.eval_model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "train": self.cfg.to_dict()}
+            self.eval_model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "val": getattr(self, "val_scores", {}), "train": self.cfg.to_dict()}
         )
