@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pkdn_edge import sources
+from pkdn_edge.sources import gstreamer as gst_sources
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.sources import (CameraNotFoundError, GStreamerSource, GStreamerUnavailableError, csi_pipeline,
                                gstreamer_pipeline, open_source, opencv_has_gstreamer, usb_pipeline)
@@ -80,7 +81,7 @@ def test_gstreamer_detection_uses_the_registry_then_the_build_information(monkey
 
 
 def test_opencv_without_gstreamer_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: False)
+    monkeypatch.setattr(gst_sources, "opencv_has_gstreamer", lambda: False)
     for spec in ("csi:0", "usb:/dev/video0", "gst:videotestsrc ! appsink"):
         with pytest.raises(GStreamerUnavailableError, match=r"OpenCV built with GStreamer.*opencv-python.*"
                                                             r"nvidia-opencv.*--system-site-packages.*--source 0"):
@@ -113,9 +114,9 @@ class _FakeCapture:
 
 
 def test_presets_open_through_cv2_capture_with_the_gstreamer_api(monkeypatch):
-    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(gst_sources, "opencv_has_gstreamer", lambda: True)
     _FakeCapture.opened = []
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _FakeCapture)
+    monkeypatch.setattr(gst_sources.cv2, "VideoCapture", _FakeCapture)
     src = open_source("csi:0,width=640,height=480")
     assert isinstance(src, GStreamerSource) and src.live and src.name == "csi camera 0" and src.fps == 25.0
     frames = [f.image for f in itertools.islice(iter(src), 3)]
@@ -129,8 +130,8 @@ def test_presets_open_through_cv2_capture_with_the_gstreamer_api(monkeypatch):
 
 
 def test_a_pipeline_that_does_not_start_names_gst_launch(monkeypatch):
-    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
-    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda spec, api=None: _FakeCapture(spec, api, ok=False))
+    monkeypatch.setattr(gst_sources, "opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(gst_sources.cv2, "VideoCapture", lambda spec, api=None: _FakeCapture(spec, api, ok=False))
     with pytest.raises(CameraNotFoundError, match=r"csi camera 0: OpenCV could not start.*nvargus-daemon.*"
                                                   r"gst-launch-1.0 -e nvarguscamerasrc sensor-id=0 ! 'video/x-raw\(memory:NVMM\), .*' ! "
                                                   r"nvvidconv flip-method=0 ! .* ! videoconvert ! .* ! fakesink`"):
@@ -142,7 +143,7 @@ def test_bare_csi_or_usb_is_a_path_when_such_a_folder_exists(tmp_path, monkeypat
     cv2.imwrite(str(tmp_path / "usb" / "a.png"), np.zeros((16, 16, 3), np.uint8))
     monkeypatch.chdir(tmp_path)
     assert isinstance(open_source("usb"), sources.ImageFolderSource)
-    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: False)
+    monkeypatch.setattr(gst_sources, "opencv_has_gstreamer", lambda: False)
     with pytest.raises(GStreamerUnavailableError):
         open_source("usb:0")  # with a colon it is always the camera preset
 

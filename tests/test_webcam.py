@@ -22,6 +22,7 @@ import pytest
 
 from pkdn_edge import pipeline as pl
 from pkdn_edge import webcam
+from pkdn_edge.engines import select as model_select
 from pkdn_edge.face.align import blend_face, rescale_matrix, template, umeyama_similarity, warp_face
 from pkdn_edge.face.tracking import interocular
 from pkdn_edge.pipeline import BicubicEngine, FacePipeline
@@ -279,21 +280,21 @@ def test_missing_camera_falls_back_to_demo(tmp_path, capsys, detector):
 
 def _onnx_backend() -> str:
     """The backend --backend auto runs an ONNX model with here (the first installed non-TensorRT one)."""
-    return next(b for b in webcam._auto_backends() if b != "tensorrt")
+    return next(b for b in model_select._auto_backends() if b != "tensorrt")
 
 
 def _fake_models(tmp_path, monkeypatch):
     """Empty export folder and shipped-model folder; engines 'load' as bicubic and are recorded."""
     exports, shipped, loaded = tmp_path / "exports", tmp_path / "weights", []
-    monkeypatch.setattr(webcam, "_export_roots", lambda: [exports])
-    monkeypatch.setattr(webcam, "_shipped_roots", lambda: [shipped])
-    monkeypatch.setattr(webcam, "_export_tools_available", lambda: False)
+    monkeypatch.setattr(model_select, "_export_roots", lambda: [exports])
+    monkeypatch.setattr(model_select, "_shipped_roots", lambda: [shipped])
+    monkeypatch.setattr(model_select, "_export_tools_available", lambda: False)
 
     def load(path, backend, threads, precision, tta="none"):
         loaded.append((Path(path), backend))
         return BicubicEngine(int(str(path)[-1]))
 
-    monkeypatch.setattr(webcam, "_load_engine", load)
+    monkeypatch.setattr(model_select, "_load_engine", load)
 
     def add(root, name):
         (root / name).mkdir(parents=True)
@@ -306,14 +307,14 @@ def _fake_models(tmp_path, monkeypatch):
 def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detector, monkeypatch):
     """`python -m pkdn_edge.webcam` with no arguments, no camera and no display: the shipped ONNX
     model, the demo source until it ends, a side-by-side video and its stats in ./out, paths printed."""
-    from pkdn_edge import sources
+    from pkdn_edge.sources import camera as camera_sources
 
     models = _fake_models(tmp_path, monkeypatch)
     shipped = models.add(models.shipped, "onnx_fp32_x4")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.setattr(sources, "_device_missing", lambda i: True)
+    monkeypatch.setattr(camera_sources, "_device_missing", lambda i: True)
     short_demo = "demo:frames=4,size=320x240"
     detector["demo"] = open_source(short_demo)
     monkeypatch.setattr(webcam, "open_source", lambda spec, **k: open_source(short_demo if spec == "demo" else spec, **k))
@@ -351,7 +352,7 @@ def test_tta_flag_reaches_the_engines(monkeypatch):
 
 def test_model_selection_prefers_exports_then_the_shipped_onnx(tmp_path, monkeypatch):
     m = _fake_models(tmp_path, monkeypatch)
-    with pytest.raises(webcam.PKDNError) as exc:
+    with pytest.raises(model_select.PKDNError) as exc:
         webcam.build_engine("onnxruntime", 4, log=lambda s: None)
     assert "pkdn-export --target onnx" in str(exc.value) and str(m.shipped) in str(exc.value)
     shipped = m.add(m.shipped, "onnx_fp32_x4")
@@ -363,7 +364,7 @@ def test_model_selection_prefers_exports_then_the_shipped_onnx(tmp_path, monkeyp
     webcam.build_engine("onnxruntime", 4, "fp32", log=lambda s: None)  # ... unless --precision rules it out
     assert m.loaded[2:] == [(user, "onnxruntime"), (shipped, "onnxruntime")]
     # torch runs checkpoints, never ONNX folders; tensorrt needs its own artifacts
-    assert not any("onnx" in p.name for p, _ in webcam.model_candidates(["torch", "tensorrt"], 4, None))
+    assert not any("onnx" in p.name for p, _ in model_select.model_candidates(["torch", "tensorrt"], 4, None))
     assert "onnx_fp32_x<s>" in webcam.build_parser().format_help()  # --help documents the default
 
 
@@ -376,15 +377,15 @@ def test_export_from_an_older_shipped_checkpoint_is_flagged(tmp_path, monkeypatc
     weights = tmp_path / "pkg_weights"
     weights.mkdir()
     (weights / "pkdn_edge_x4.pt").write_bytes(b"new weights")
-    monkeypatch.setattr(webcam, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(model_select, "WEIGHTS_DIR", weights)
     art = m.add(m.exports, "onnx_int8_x4")
-    monkeypatch.setattr(webcam, "_backend_available", lambda b: True)
+    monkeypatch.setattr(model_select, "_backend_available", lambda b: True)
 
     def logs_for(name, payload):
         sha = hashlib.sha256(payload).hexdigest()
         (art / "manifest.json").write_text(json.dumps(
             {"target": "onnx", "precision": "int8", "source": {"weights": name, "sha256": sha}}))
-        return webcam.stale_export_note(art, 4)
+        return model_select.stale_export_note(art, 4)
 
     note = logs_for("pkdn_edge_x4.pt", b"old weights")
     assert note and "older pkdn_edge_x4.pt" in note
@@ -396,7 +397,7 @@ def test_export_from_an_older_shipped_checkpoint_is_flagged(tmp_path, monkeypatc
     webcam.build_engine("onnxruntime", 4, log=logs.append)
     assert m.loaded == [(art, "onnxruntime")] and logs[-1] == note  # it still runs, after the warning
     (art / "manifest.json").write_text("{not json")
-    assert webcam.stale_export_note(art, 4) is None               # load_engine reports that one
+    assert model_select.stale_export_note(art, 4) is None               # load_engine reports that one
 
 
 def test_shipped_onnx_models_were_exported_from_the_shipped_checkpoints():
@@ -404,7 +405,7 @@ def test_shipped_onnx_models_were_exported_from_the_shipped_checkpoints():
     from pkdn_edge.pretrained import WEIGHTS_DIR
 
     for s in (4, 8):
-        assert webcam.stale_export_note(WEIGHTS_DIR / f"onnx_fp32_x{s}", s) is None
+        assert model_select.stale_export_note(WEIGHTS_DIR / f"onnx_fp32_x{s}", s) is None
         source = json.loads((WEIGHTS_DIR / f"onnx_fp32_x{s}" / "manifest.json").read_text())["source"]
         assert source["weights"] == f"pkdn_edge_x{s}.pt"  # so the check above compared hashes
 
@@ -487,9 +488,9 @@ def test_ctrl_c_still_writes_summary(tmp_path, capsys, detector, monkeypatch):
 
 
 def test_missing_model_tells_the_export_command(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(webcam, "_export_roots", lambda: [tmp_path / "exports"])
-    monkeypatch.setattr(webcam, "_shipped_roots", lambda: [tmp_path / "weights"])
-    monkeypatch.setattr(webcam, "_export_tools_available", lambda: False)
+    monkeypatch.setattr(model_select, "_export_roots", lambda: [tmp_path / "exports"])
+    monkeypatch.setattr(model_select, "_shipped_roots", lambda: [tmp_path / "weights"])
+    monkeypatch.setattr(model_select, "_export_tools_available", lambda: False)
     rc, err = _run(["--source", "demo", "--backend", "onnxruntime", "--frames", 1, "--headless"], capsys)
     assert rc == 2
     assert "pkdn-export --target onnx" in err and "--backend bicubic" in err
@@ -498,11 +499,11 @@ def test_missing_model_tells_the_export_command(tmp_path, capsys, monkeypatch):
 
 def test_default_artifact_locations(tmp_path, monkeypatch):
     monkeypatch.setenv("PKDN_EXPORTS", str(tmp_path))
-    c = webcam.default_artifacts("openvino", 8, None)
+    c = model_select.default_artifacts("openvino", 8, None)
     assert c[0] == tmp_path / "openvino_fp32_x8"
     assert tmp_path / "onnx_fp32_x8" in c
-    assert webcam.default_artifacts("onnxruntime", 4, "int8")[0] == tmp_path / "onnx_int8_x4"
-    assert webcam._shipped_roots() == [ROOT / "pkdn_edge" / "weights"]
+    assert model_select.default_artifacts("onnxruntime", 4, "int8")[0] == tmp_path / "onnx_int8_x4"
+    assert model_select._shipped_roots() == [ROOT / "pkdn_edge" / "weights"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -698,7 +699,7 @@ class FakeCapture:
 
 
 def test_camera_unplugged_mid_stream_reconnects_then_ends(tmp_path, capsys, detector, monkeypatch):
-    from pkdn_edge import sources
+    from pkdn_edge.sources import camera as sources
 
     FakeCapture.opened, FakeCapture.plugged = 0, True
     monkeypatch.setattr(sources, "_device_missing", lambda i: False)
