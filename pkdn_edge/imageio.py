@@ -13,21 +13,22 @@ or BMP shorter than its header says. Images with a side < 8 px or more than 100 
 (checked from the header, before decoding) are refused too. Every refusal is an
 :class:`~pkdn_edge.errors.ImageReadError` whose message names the file.
 
-:func:`write_image` writes through a temporary file in the target folder and ``os.replace``, so a
-reader never sees a half-written file; :func:`iter_images` lists a folder's images, sorted.
+:func:`write_image` writes through a temporary file in the target folder and ``os.replace``
+(:mod:`pkdn_edge.atomic`; permissions ``0666 & ~umask``), so a reader never sees a half-written
+file; :func:`iter_images` lists a folder's images, sorted.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
+from pkdn_edge.atomic import atomic_write_bytes  # re-exported: the project's one atomic-write helper
 from pkdn_edge.errors import ImageReadError, PKDNError
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "is_image_file",
     "image_size_from_header",
     "to_bgr8",
+    "atomic_write_bytes",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -347,29 +349,11 @@ def write_image(path: PathLike, img: np.ndarray, quality: int = 95, mkdir: bool 
         raise ImageWriteError(f"{p}: folder {folder} does not exist" if not folder.exists()
                               else f"{p}: {folder} is not a folder")
     try:
-        atomic_write_bytes(p, enc.tobytes())
+        atomic_write_bytes(p, enc.tobytes(), fsync=False)  # many small files: no fsync each (crops, frames)
     except OSError as exc:
         raise ImageWriteError(f"{p}: cannot write to folder {folder} ({exc.strerror or exc}); "
                               "check that it is writable and the disk is not full") from None
     return p
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
-    readers never see a partial file, and a failure leaves no temporary file. Raises ``OSError``."""
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def is_image_file(path: PathLike) -> bool:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from .atomic import atomic_write_bytes
 from .errors import PKDNError
 
 FORMAT_VERSION = 1
@@ -93,10 +92,19 @@ class Manifest:
         return int(self.output_shape[2]), int(self.output_shape[3])
 
     def path(self, name: str | None = None) -> Path:
-        """Absolute path of a file of the artifact (default: ``model_file``)."""
+        """Absolute path of a file of the artifact (default: ``model_file``). A name that leads out of
+        the artifact folder (``../x``, an absolute path, a symlink pointing elsewhere) is a
+        :class:`PKDNError`: an artifact only ever opens its own files."""
         if self.root is None:
             raise PKDNError("this manifest was not read from a folder; its files have no location")
-        return self.root / (name or self.model_file)
+        name = name or self.model_file
+        _check_file_name(name, f" in {self.root / MANIFEST_NAME}")
+        p = self.root / name
+        root = self.root.resolve()
+        if root != p.resolve() and root not in p.resolve().parents:
+            raise PKDNError(f"{p} leads outside the artifact folder {self.root} (a symlink?); an artifact may only "
+                            f"use files inside its folder: re-export it")
+        return p
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,8 +137,20 @@ def _validate(m: Manifest) -> None:
     h, w = m.lr_size
     if (h * m.scale, w * m.scale) != m.hr_size:
         raise PKDNError(f"manifest scale x{m.scale}{where} does not match shapes {m.input_shape} -> {m.output_shape}")
+    for name in [m.model_file, *m.files, *([m.engine_file] if m.engine_file else [])]:
+        _check_file_name(name, where)
     if m.model_file not in m.files:
         raise PKDNError(f"manifest model_file {m.model_file!r}{where} is not listed in its files")
+
+
+def _check_file_name(name: Any, where: str) -> None:
+    """A manifest file name must be a relative path inside the artifact folder (no ``..``, not absolute)."""
+    if not isinstance(name, str) or not name:
+        raise PKDNError(f"manifest file name {name!r}{where} is not a file name; re-export the artifact")
+    posix, win = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or win.is_absolute() or win.drive or ".." in posix.parts or ".." in win.parts:
+        raise PKDNError(f"manifest file {name!r}{where} points outside the artifact folder; an artifact may only "
+                        f"name files inside its folder (a tampered or hand-edited manifest?): re-export it")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -148,7 +168,8 @@ def hash_files(folder: str | Path, names: list[str] | None = None) -> dict[str, 
     folder = Path(folder)
     if names is None:
         names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".tmp"))
+                       if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".tmp")
+                       and not (p.name.startswith(".") and p.name.endswith(".tmp")))
     return {n: sha256_file(folder / n) for n in sorted(names)}
 
 
@@ -166,23 +187,8 @@ def write_manifest(manifest: Manifest, folder: str | Path | None = None, rehash:
     manifest.root = folder
     _validate(manifest)
     path = folder / MANIFEST_NAME
-    text = _dumps(manifest.to_dict())
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-manifest.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, _dumps(manifest.to_dict()).encode("utf-8"))
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _dumps(d: dict[str, Any]) -> str:
