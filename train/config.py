@@ -100,6 +100,41 @@ class TrainConfig:
 
             CameraDegradation.from_dict(self.camera)  # unknown keys and bad ranges fail here, not after loading
         self.betas = tuple(self.betas)
+        self._check_schedule()
+        self._check_model()
+
+    def _check_schedule(self) -> None:
+        """Step counts and the learning rate: caught here, not as a ZeroDivisionError or an Adam error later."""
+        for key in ("log_every", "val_every", "ckpt_every"):
+            if getattr(self, key) < 1:
+                raise PKDNError(f"{key} must be >= 1 (a number of steps), got {getattr(self, key)}")
+        if self.warmup_steps < 0:
+            raise PKDNError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise PKDNError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.lr_min <= self.lr:
+            raise PKDNError(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise PKDNError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+
+    def _check_model(self) -> None:
+        """``preset`` and the nested ``model:`` overrides must build a network (a misspelled key, a bad width)."""
+        from pkdn_edge.models import PRESETS
+        from pkdn_edge.models.pkdn import PKDNConfig, model_config
+
+        if self.preset not in PRESETS:
+            raise PKDNError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if not isinstance(self.model, dict):
+            raise PKDNError(f"model must be a mapping of architecture settings, got {self.model!r}")
+        settable = sorted({f.name for f in fields(PKDNConfig)} - {"scale", "prior_channels"})
+        unknown = sorted(set(self.model) - set(settable))
+        if unknown:
+            raise PKDNError(f"unknown model: keys {unknown}; valid keys: {settable} (scale and role are top-level settings)")
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model.items()}
+        try:
+            model_config(self.preset, self.scale, self.role, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise PKDNError(f"model: settings {self.model} do not make a network: {exc}") from None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -144,6 +179,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _coerce(key: str, value: object, default: object) -> object:
     """Give ``value`` the type of the setting's default: YAML reads ``2e-4`` as a string."""
     kind = type(default)
+    if value is None and kind is str:
+        return ""  # `--set teacher=` / `teacher:` with no value: the setting is off (e.g. no distillation)
     if kind is bool or isinstance(value, kind) or kind not in (int, float, str):
         return value
     try:

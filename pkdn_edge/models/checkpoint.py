@@ -1,34 +1,35 @@
 """Save/load PKDN checkpoints: ``{"model": state_dict, "config": PKDNConfig dict, "meta": {...}}``.
 
-Writes are atomic (temp file + ``os.replace``); loads use ``torch.load(weights_only=True)`` and turn
-missing, truncated or foreign files into one clear :class:`~pkdn_edge.errors.PKDNError`.
+Writes are atomic (temp file, fsync, ``os.replace``; :mod:`pkdn_edge.atomic`); loads use
+``torch.load(weights_only=True)`` and turn missing, truncated or foreign files into one clear
+:class:`~pkdn_edge.errors.PKDNError`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
 
+from pkdn_edge.atomic import atomic_write_bytes
 from pkdn_edge.errors import PKDNError
 
 from .pkdn import PKDN, PKDNConfig
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`pkdn_edge.atomic.atomic_write_bytes`:
+    temp file, fsync, rename; mode ``0666 & ~umask``; temp files of earlier killed saves removed).
+
+    The checkpoint is serialized in memory first, so a full disk or a read-only folder is a plain
+    ``OSError`` naming the file (one ``error:`` line through ``run_cli``), not torch's
+    ``PytorchStreamWriter`` RuntimeError, and never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def read_checkpoint(path: str | Path) -> dict:
