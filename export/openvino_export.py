@@ -33,11 +33,9 @@ from .verify import mean_psnr, torch_outputs
 
 def _ov() -> Any:
     try:
-        import openvino as ov
+        return telemetry.import_openvino()  # telemetry off first: import openvino itself reports usage
     except ImportError:
         raise MissingDependencyError("openvino", "openvino", "--target openvino") from None
-    telemetry.disable()  # ov.convert_model reports usage; offline it can hang interpreter exit
-    return ov
 
 
 def _run(ov: Any, model: Any, x: np.ndarray, threads: int) -> np.ndarray:

@@ -140,11 +140,11 @@ def quiet_nncf():
 
 
 def _nncf() -> Any:
+    telemetry.disable()  # before the import: nncf imports openvino, which reports usage on import
     try:
         import nncf
     except ImportError:
         raise MissingDependencyError("nncf", "export", "INT8 quantization") from None
-    telemetry.disable()
     return nncf
 
 

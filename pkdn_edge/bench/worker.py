@@ -86,6 +86,9 @@ def measure(cfg: dict[str, Any], lr_rgb: np.ndarray, hr_rgb: np.ndarray | None, 
 
     from . import peers  # noqa: F401
 
+    from pkdn_edge.telemetry import disable as telemetry_off
+
+    telemetry_off()  # before `import openvino`, which otherwise reports usage over the network
     clock = time.perf_counter
     t = clock()
     importlib.import_module(BACKEND_PACKAGES.get(cfg["backend"], "cv2"))

@@ -17,6 +17,7 @@ import numpy as np
 
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import Manifest
+from pkdn_edge.telemetry import import_openvino
 
 from .base import Engine, check_precision
 
@@ -31,7 +32,7 @@ class OpenVinoEngine(Engine):
 
     def __init__(self, manifest: Manifest, threads: int = 2, precision: str | None = None,
                  device: str = "CPU", model_file: str | None = None, config: dict[str, Any] | None = None) -> None:
-        import openvino as ov
+        ov = import_openvino()  # telemetry off before the import (it sends on import)
 
         super().__init__(manifest, threads, precision)
         check_precision(manifest, precision, self.backend, allowed_hints=("fp16", "bf16") if manifest.precision != "int8" else ())
@@ -63,7 +64,7 @@ class OpenVinoEngine(Engine):
         if len(self._requests) >= MAX_CACHED_BATCHES:  # drop the oldest batch size
             old = next(iter(self._requests))
             del self._requests[old], self._compiled[old]
-        import openvino as ov
+        ov = import_openvino()
 
         model = self.model.clone()
         h, w = self.lr_size
