@@ -184,6 +184,7 @@ class FacePipeline:
         self.feather = feather
         self._lr_buf = {s: np.empty((self.max_faces, n, n, 3), np.uint8) for s, n in self.lr_sizes.items()}
         self._canvas: np.ndarray | None = None
+        self._frame_hw: tuple[int, int] | None = None
         self.frame_index = 0
         self.large_face_warned = False
         self.max_iod_seen = 0.0
@@ -222,6 +223,10 @@ class FacePipeline:
         t0 = clock()
         # 1. detect + track
         detected = False
+        if frame.shape[:2] != self._frame_hw:  # a new frame size (image folders): tracks do not carry over
+            if self._frame_hw is not None:
+                self.tracker.reset()
+            self._frame_hw = frame.shape[:2]
         if detections is None and self.detector is not None and self.tracker.should_detect():
             detections = self._detect(frame)
         if detections is not None:

@@ -64,7 +64,7 @@ from pkdn_edge.errors import PKDNError, run_cli
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
 from pkdn_edge.pipeline import SR_IOD, FacePipeline, FrameResult
 from pkdn_edge.sources import CameraNotFoundError, FrameSource, open_source
-from pkdn_edge.writers import FrameWriter
+from pkdn_edge.writers import VIDEO_EXTENSIONS, FrameWriter, check_writable
 
 DEFAULT_OUTPUT = Path("out") / "webcam_demo.mp4"
 NO_OUTPUT = "none"  # --output none: write nothing (latency runs)
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MODEL_SELECTION, formatter_class=_HelpFormatter)
     p.add_argument("--source", default=None,
                    help="camera index, video file, image folder, or demo[:FACES] / demo:faces=3,frames=300,jitter=0.5 "
-                        "(default: camera 0, or the demo when there is no camera)")
+                        "(default: camera 0, or the demo when there is no camera; an explicit --source that cannot be "
+                        "opened is an error)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="SR runtime; auto = the best installed one for the model found (see 'model selection' "
                         "below); bicubic = plain bicubic baseline (no model)")
@@ -138,9 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_input(args) -> FrameSource:
-    spec = args.source if args.source is not None else "0"
+    """The frame source. An explicit ``--source`` that cannot be opened is an error (exit 2: a
+    service pointed at the wrong camera must fail, not run something else); only without
+    ``--source`` does a missing camera 0 fall back to the built-in demo."""
+    if args.source is not None:
+        return open_source(args.source, downscale=args.downscale, loop=args.loop)
     try:
-        return open_source(spec, downscale=args.downscale, loop=args.loop)
+        return open_source("0", downscale=args.downscale, loop=args.loop)
     except CameraNotFoundError as exc:
         print(f"{exc}: running the built-in demo instead (choose with --source VIDEO|FOLDER|demo)", file=sys.stderr)
         return open_source("demo", downscale=args.downscale)
@@ -191,6 +196,10 @@ def _plan_outputs(args, log) -> Outputs:
         out_path = Path(args.output) if args.output else (DEFAULT_OUTPUT if headless else None)
     stats_path = Path(args.stats_json) if args.stats_json else \
         (out_path.with_suffix(".json") if out_path and not args.output else None)
+    if stats_path is not None:
+        check_writable(stats_path, "--stats-json")
+    if out_path is not None:
+        check_writable(out_path if out_path.suffix.lower() in VIDEO_EXTENSIONS else out_path / "000000.png", "--output")
     return Outputs(headless, out_path, stats_path)
 
 
@@ -339,6 +348,7 @@ class WebcamLoop:
             "frames_skipped_corrupt": getattr(src, "skipped_total", src.skipped),
             "faces_left_bicubic_large": st.skipped_large,
             "end_reason": self.end_reason,
+            "source_incomplete": bool(getattr(src, "incomplete", False)),
             **st.rates(self.wall),
             "wall_s": round(self.wall, 3),
             "warmup_ms": round(self.warmup_ms, 2),
@@ -373,10 +383,15 @@ def _check_args(args) -> None:
 def _report(loop: WebcamLoop, summary: dict, log) -> None:
     """Print the summary; write the stats file; say where the video went."""
     print_summary(summary, log)
+    if summary["source_incomplete"]:
+        log(f"warning: the source ended early: {summary['end_reason']}")
     out, stats_path = loop.out.out_path, loop.out.stats_path
     if stats_path is not None:
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
-        stats_path.write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            stats_path.parent.mkdir(parents=True, exist_ok=True)
+            stats_path.write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:  # e.g. the disk filled up during the run: the summary above is printed
+            raise PKDNError(f"cannot write --stats-json {stats_path}: {exc.strerror or exc}") from None
         log(f"stats: {stats_path.resolve()}")
     if out is not None and summary["frames"]:
         what = "bicubic | pkdn-edge" if loop.args.view == "side-by-side" else "output"

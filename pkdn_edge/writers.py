@@ -11,6 +11,25 @@ import cv2
 import numpy as np
 
 from pkdn_edge.errors import PKDNError
+from pkdn_edge.sources.base import letterbox
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail before the run (one ``error:`` line) when ``path`` cannot be created: its folder cannot be
+    made or is not writable. A file created only for the check is removed again."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise PKDNError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
+    if not existed:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
 
@@ -36,9 +55,12 @@ class FrameWriter:
             if self.vw is None:
                 ext = self.path.suffix.lower()
                 fourcc = cv2.VideoWriter_fourcc(*("MJPG" if ext == ".avi" else "mp4v"))
-                self.vw = cv2.VideoWriter(str(self.path), fourcc, self.fps, (img.shape[1], img.shape[0]))
+                self.size = (img.shape[1], img.shape[0])
+                self.vw = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
                 if not self.vw.isOpened():
                     raise PKDNError(f"cannot write video {self.path} (OpenCV/FFmpeg refused it; try .avi or a folder)")
+            if (img.shape[1], img.shape[0]) != self.size:  # image folders: frames of other sizes
+                img = letterbox(img, self.size)
             self.vw.write(img)
         self.n += 1
 

@@ -3,9 +3,9 @@
 Every source is an iterator of :class:`Frame` ``(index, t, image)``: ``image`` is a BGR uint8
 (H, W, 3) array, ``t`` the capture time in seconds (camera: wall clock; files and demo: index / fps),
 ``index`` counts delivered frames. Corrupt frames (``None``, empty, wrong dtype or shape) are skipped
-and counted in ``source.skipped``; gray and BGRA frames are converted. All frames of one stream have
-the size of the first one (later frames of another size are letterboxed), so a video writer can be
-opened once.
+and counted in ``source.skipped``; gray and BGRA frames are converted. All frames of a camera, video
+or demo stream have the size of the first one (later frames of another size are letterboxed); an
+image folder keeps every image's own size (a video writer letterboxes them into its first frame's).
 
 ``open_source(spec)`` understands: a camera index (``0``), a video file, a folder of images,
 ``demo`` / ``demo:3`` / ``demo:faces=3,frames=300,jitter=0.5``, and GStreamer cameras (Jetson):

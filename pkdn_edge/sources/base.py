@@ -33,12 +33,14 @@ class FrameSource:
     name = "source"
     fps: float = 30.0
     live = False  # True for cameras: frames come at the device's pace
+    fixed_size = True  # later frames of another size are letterboxed into the first one's (video streams)
 
     def __init__(self) -> None:
         self.skipped = 0        # corrupt frames dropped
         self.delivered = 0
         self.size: tuple[int, int] | None = None  # (w, h) of the stream, fixed by the first frame
         self.end_reason = ""    # why the stream ended (for the summary)
+        self.incomplete = False  # the stream ended early (damaged file, ...): end_reason says why
         self._closed = False
 
     # subclasses ---------------------------------------------------------------------------------
@@ -72,6 +74,7 @@ class FrameSource:
                 bad_run += 1
                 if bad_run > 100:
                     self.end_reason = "more than 100 corrupt frames in a row"
+                    self.incomplete = True
                     break
                 continue
             bad_run = 0
@@ -95,7 +98,7 @@ class FrameSource:
         h, w = img.shape[:2]
         if self.size is None:
             self.size = (w, h)
-        elif (w, h) != self.size:
+        elif (w, h) != self.size and self.fixed_size:
             img = letterbox(img, self.size)
         return img
 
@@ -124,14 +127,14 @@ class Downscale(FrameSource):
             raise PKDNError("--downscale must be > 1")
         self.source, self.factor = source, float(factor)
         self.name = f"{source.name} /{factor:g}"
-        self.fps, self.live = source.fps, source.live
+        self.fps, self.live, self.fixed_size = source.fps, source.live, source.fixed_size
         self._it = iter(source)
 
     def _read(self):
         try:
             fr = next(self._it)
         except StopIteration:
-            self.end_reason = self.source.end_reason
+            self.end_reason, self.incomplete = self.source.end_reason, self.source.incomplete
             return "end", None, None
         h, w = fr.image.shape[:2]
         size = (max(8, round(w / self.factor)), max(8, round(h / self.factor)))
