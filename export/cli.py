@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pkdn_edge.errors import CLIParser, PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli, sigterm_as_interrupt
 
 from .formats import FORMATS, TARGETS, format_table
 from .quantize import IGNORE_GROUPS, PRESETS, Int8Settings, parse_ignore
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from .context import CalibOptions
         from .exporter import run_export, summary_table
 
+        sigterm_as_interrupt()  # a killed export removes its work folder (exporter's finally) instead of leaving it
         args = build_parser().parse_args(argv)
         if args.target not in TARGETS:
             raise PKDNError(f"unknown target {args.target!r}; choose from {', '.join(f.target for f in FORMATS)}")

@@ -9,10 +9,13 @@
 7. verification: load the artifact through :func:`pkdn_edge.engines.load_engine` (so the
    manifest path is exercised too) and compare with PyTorch (:mod:`.verify`); past tolerance →
    :class:`PKDNError`;
-8. rename the temporary folder onto the output folder (replacing an older artifact).
+8. move the new files into the output folder (:func:`_install`): over an older artifact, only the
+   files that export wrote are replaced; the user's files and every TensorRT engine stay, and the
+   summary says what was kept.
 
-Any failure removes the temporary folder: an output folder is either the previous artifact or a
-complete, verified new one.
+Any failure (or Ctrl-C / SIGTERM) removes the temporary folder: an output folder is either the
+previous artifact or a complete, verified new one. Work folders of a killed export
+(``.<out>.tmp-<pid>-*``) are removed by the next export into the same place.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import importlib.metadata
+import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +38,7 @@ import numpy as np
 import torch
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError
-from pkdn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
+from pkdn_edge.manifest import MANIFEST_NAME, Manifest, add_file, read_manifest, sha256_file, write_manifest
 from pkdn_edge.models import PRESETS
 from pkdn_edge.models.checkpoint import load_model
 
@@ -111,20 +117,148 @@ def _publish_permissions(folder: Path) -> None:
         os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder onto ``out`` (an older artifact there is replaced)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")  # TensorRT engines: built on a device, never deleted here
+_TEMP_DIR = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        os.replace(tmp, out)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
     except OSError:
-        if old is not None:
-            os.replace(old, out)
+        return True
+    return True
+
+
+def remove_stale_workdirs(out: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Delete the hidden ``.<out>.tmp-<pid>-*`` / ``.<out>.old-<pid>-*`` folders beside ``out`` left
+    by exports that were killed (SIGKILL, power loss) while their pid is gone. They only ever hold
+    files pkdn-export wrote (user files never move into them)."""
+    removed = []
+    try:
+        entries = list(out.parent.iterdir()) if out.parent.is_dir() else []
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP_DIR.match(e.name)
+        if m and m.group("name") == out.name and e.is_dir() and not _pid_alive(int(m.group("pid"))):
+            shutil.rmtree(e, ignore_errors=True)
+            removed.append(e)
+    if removed:
+        log(f"removed {len(removed)} work folder(s) of an interrupted export beside {out}: "
+            + ", ".join(p.name for p in removed))
+    return removed
+
+
+def _old_manifest(out: Path) -> dict[str, Any]:
+    """The previous artifact's manifest as raw JSON ({} when unreadable: then every file counts as the user's)."""
+    try:
+        d = json.loads((out / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _kept_name(out: Path, name: str) -> str:
+    """``model_trt10.plan`` → ``model_trt10.previous.plan`` (``.previous2`` ... when taken)."""
+    p = Path(name)
+    for i in range(1, 1000):
+        cand = p.with_name(f"{p.stem}.previous{'' if i == 1 else i}{p.suffix}").as_posix()
+        if not (out / cand).exists():
+            return cand
+    raise PKDNError(f"too many kept copies of {name} in {out}; clean the folder up")
+
+
+def _install(tmp: Path, out: Path, manifest: Manifest) -> list[str]:
+    """Put the finished artifact in ``tmp`` into ``out``; returns notes on what was kept.
+
+    Into an existing artifact folder, only files the **previous export** wrote (those its manifest
+    lists) are replaced or removed. Every other file stays: the user's own files and, always,
+    TensorRT engines (``*.plan``, ``*.engine``, ``*.trt`` and the registered ``engine_file``). A
+    kept file in the way of a new file of the same name is renamed ``<stem>.previous<suffix>``. An
+    engine that was built from exactly the ONNX the new export wrote stays registered; otherwise
+    it is kept unregistered and a note says to rebuild it. The new ``manifest.json`` is moved in
+    last, so an interrupted install never leaves a manifest that describes the wrong files; on an
+    error everything is moved back.
+    """
+    if not out.exists():
+        os.replace(tmp, out)
+        return []
+    old = _old_manifest(out)
+    old_files = old.get("files") if isinstance(old.get("files"), dict) else {}
+    old_engine = old.get("engine_file") if isinstance(old.get("engine_file"), str) else None
+
+    def is_engine(name: str) -> bool:
+        return name == old_engine or name.lower().endswith(ENGINE_SUFFIXES)
+
+    root = out.resolve()
+    ours_before = [n for n in [*old_files, MANIFEST_NAME] if isinstance(n, str) and n and not is_engine(n)
+                   and root in (out / n).resolve().parents and (out / n).is_file() and not (out / n).is_symlink()]
+    new_names = sorted((p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()),
+                       key=lambda n: (n == MANIFEST_NAME, n))  # manifest last
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+    moved_old: list[str] = []
+    renamed: list[tuple[str, str]] = []
+    moved_new: list[str] = []
+    try:
+        for n in ours_before:
+            (backup / n).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / n, backup / n)
+            moved_old.append(n)
+        for n in new_names:
+            if (out / n).exists():
+                keep = _kept_name(out, n)
+                os.replace(out / n, out / keep)
+                renamed.append((n, keep))
+        for n in new_names:
+            (out / n).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / n, out / n)
+            moved_new.append(n)
+    except BaseException:
+        for n in reversed(moved_new):
+            _quiet(os.replace, out / n, tmp / n)
+        for n, keep in reversed(renamed):
+            _quiet(os.replace, out / keep, out / n)
+        for n in moved_old:
+            _quiet(os.replace, backup / n, out / n)
+        _quiet(shutil.rmtree, backup)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return _kept_notes(out, manifest, old, old_files, old_engine, set(new_names), renamed)
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
+def _kept_notes(out: Path, manifest: Manifest, old: dict[str, Any], old_files: dict[str, Any], old_engine: str | None,
+                new_names: set[str], renamed: list[tuple[str, str]]) -> list[str]:
+    """Say what stayed in ``out``; re-register the previous engine when the ONNX it was built from is unchanged."""
+    notes = [f"kept the previous {a} as {b} (the new export writes a file of that name)" for a, b in renamed]
+    moved = dict(renamed)
+    kept = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                  if p.is_file() and p.relative_to(out).as_posix() not in new_names)
+    old_engine_now = moved.get(old_engine, old_engine) if old_engine else None
+    engines = [n for n in kept if n == old_engine_now or n.lower().endswith(ENGINE_SUFFIXES)]
+    others = [n for n in kept if n not in engines and n not in moved.values()]
+    if others:
+        notes.append(f"kept {len(others)} file(s) in {out} that pkdn-export did not write: {', '.join(others[:8])}"
+                     + (" ..." if len(others) > 8 else ""))
+    new_onnx = {n: h for n, h in manifest.files.items() if n.endswith(".onnx")}
+    onnx_same = bool(new_onnx) and all(old_files.get(n) == h for n, h in new_onnx.items())
+    for e in engines:
+        if e == old_engine and onnx_same and manifest.target == "tensorrt" and not manifest.engine_file:
+            add_file(out, e, engine_file=e, extras={**manifest.extras, "engine": (old.get("extras") or {}).get("engine", {})})
+            notes.append(f"kept TensorRT engine {e}, still registered: it was built from the same ONNX")
+        else:
+            notes.append(f"kept TensorRT engine {e}; it is not registered in the new manifest (built from an earlier "
+                         f"export): rebuild it on the device (BUILD.md) and register it, or delete it")
+    return notes
 
 
 def _load(weights: Path | None, scale: int | None) -> tuple[torch.nn.Module, dict[str, Any], Path]:
@@ -139,6 +273,49 @@ def _load(weights: Path | None, scale: int | None) -> tuple[torch.nn.Module, dic
     if scale is not None and cfg.scale != scale:
         raise PKDNError(f"{weights} is a x{cfg.scale} model but --scale {scale} was given")
     return model, meta, Path(weights)
+
+
+class Heartbeat:
+    """A ``log`` wrapper for long exports: while no line was logged for ``every`` seconds, a
+    background thread prints ``... still <the last step> (<time> so far)``, so an INT8 calibration
+    or a TensorRT build never runs minutes without a word. ``start()`` / ``stop()`` (or ``with``)."""
+
+    def __init__(self, log: Callable[[str], None], every: float = 30.0) -> None:
+        self._log, self.every = log, every
+        self._step, self._since = "exporting", time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pkdn-export-heartbeat", daemon=True)
+
+    def __call__(self, msg: str) -> None:
+        self._step, self._since = msg.strip().rstrip(".").rstrip(" ."), time.monotonic()
+        self._log(msg)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(min(self.every, 5.0)):
+            now = time.monotonic()
+            if now - max(self._since, last) >= self.every:
+                last = now
+                self._log(f"  ... still {self._step} ({_duration(now - self._since)} so far)")
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "Heartbeat":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
 def _benchmark(engine: Any, runs: int = 30) -> float:
@@ -181,10 +358,12 @@ def run_export(target: str, precision: str | None = None, weights: str | Path | 
     scale = model.cfg.scale
     out = Path(out) if out else default_out(target, precision, scale)
     parent = _prepare_out(out)
+    remove_stale_workdirs(out, log)
     torch.set_num_threads(max(1, threads))
     n = 128 // scale
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     scratch = Path(tempfile.mkdtemp(prefix="pkdn-export-"))
+    log = heartbeat = Heartbeat(log).start()  # "... still <step>" every 30 s of silence
     try:
         ctx = ExportContext(model=model, meta=meta, weights=weights, scale=scale, lr_size=(n, n), precision=precision,
                             batch=batch, workdir=tmp, scratch=scratch, threads=threads, opset=opset, calib=calib, log=log,
@@ -209,12 +388,14 @@ def run_export(target: str, precision: str | None = None, weights: str | Path | 
         elif verify:
             result.notes.append("not verified: no backend on this machine can run this artifact")
         _publish_permissions(tmp)
-        _install(tmp, out)
-        manifest.root = out
-        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        kept = _install(tmp, out, manifest)
+        result.notes.extend(kept)
+        manifest = read_manifest(out, verify=False)
+        size = sum(manifest.path(f).stat().st_size for f in [*manifest.files, MANIFEST_NAME])
         return ExportReport(target, precision, scale, out, manifest.model_file, size, time.perf_counter() - t0,
                             parity, latency, result.notes, manifest)
     finally:
+        heartbeat.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -238,7 +419,7 @@ def _build_trt_engine(folder: Path, log: Callable[[str], None]) -> str | None:
 
     log("building the TensorRT engine on this machine ...")
     path = build_engine_file(read_manifest(folder))
-    register_engine(folder, path)
+    register_engine(folder, path, check=False)  # just built by this TensorRT; verification loads it next
     return "tensorrt"
 
 

@@ -76,6 +76,22 @@ def run_cli(main: Callable[[], int | None]) -> int:
         return 130
 
 
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM (a service stop, ``kill``, a killed session) unwind like Ctrl-C, so ``finally``
+    blocks run: temporary files and work folders are removed and a CLI exits through ``run_cli``
+    with "interrupted" (130) instead of dying mid-write. Call it from a CLI's main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 class CLIParser(argparse.ArgumentParser):
     """argparse whose usage errors are one :class:`PKDNError` line (``run_cli`` prints it, exit 2)
     instead of a usage dump."""

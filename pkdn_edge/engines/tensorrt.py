@@ -36,12 +36,12 @@ import importlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pkdn_edge.atomic import atomic_write_bytes
 from pkdn_edge.errors import PKDNError, run_cli
 from pkdn_edge.manifest import Manifest, add_file, read_manifest
 
@@ -461,34 +461,69 @@ def build_engine_file(manifest: Manifest, out_name: str | None = None, workspace
     if plan is None:
         raise PKDNError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (see the log above)")
     out = manifest.path(out_name or default_engine_name(major, dla_core))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-engine.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(bytes(plan))
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(out, bytes(plan))
     return out
 
 
-def register_engine(artifact: str | Path, engine_path: str | Path) -> Manifest:
-    """Record an engine file (copied into the artifact if it lies elsewhere) in the manifest."""
+def check_engine_bytes(manifest: Manifest, data: bytes, path: Path) -> str:
+    """Refuse bytes that are not a TensorRT engine of this artifact: TensorRT must deserialize them
+    and the engine must have the manifest's input and output tensors. Returns the TensorRT version.
+
+    There is no public file header to check without TensorRT, so this needs the ``tensorrt``
+    package (JetPack's python3-libnvinfer on a Jetson) and its GPU; without it, a clear error."""
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ImportError:
+        raise PKDNError(f"cannot check that {path} is a TensorRT engine: TensorRT's Python package is not installed "
+                        f"here{_system_tensorrt_hint()}; register it on the device that built it (JetPack: "
+                        f"python3-libnvinfer), or pass --no-check to record it unchecked") from None
+    version = str(getattr(trt, "__version__", "?"))
+    why = ""
+    try:
+        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(data)
+    except Exception as exc:  # some versions raise instead of returning None
+        engine = None
+        why = f" ({str(exc).strip().splitlines()[0][:200]})" if str(exc).strip() else ""
+    if engine is None:
+        raise PKDNError(f"{path} is not a TensorRT engine that TensorRT {version} can load{why}: it is not an engine, "
+                        f"or it is corrupt or truncated, or it was built by another TensorRT version or on another GPU; "
+                        f"{_rebuild_hint(manifest)}")
+    if hasattr(engine, "num_io_tensors"):
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    else:
+        names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
+    missing = [n for n in (manifest.input_name, manifest.output_name) if n not in names]
+    if missing:
+        raise PKDNError(f"engine {path} has I/O tensors {names}, this artifact needs {manifest.input_name!r} -> "
+                        f"{manifest.output_name!r}: it was built from another model; {_rebuild_hint(manifest)}")
+    return version
+
+
+def register_engine(artifact: str | Path, engine_path: str | Path, check: bool = True) -> Manifest:
+    """Record an engine file (copied into the artifact if it lies elsewhere) in the manifest.
+
+    ``check`` (default): TensorRT must load it as an engine of this artifact first
+    (:func:`check_engine_bytes`), so random bytes or another model's engine are refused."""
     m = read_manifest(artifact)
     src = Path(engine_path)
     if not src.is_file():
         raise PKDNError(f"engine file {src} does not exist")
     if src.stat().st_size < 64:
         raise PKDNError(f"engine file {src} is {src.stat().st_size} bytes: empty or truncated; rebuild it")
+    data = src.read_bytes()
+    if check:
+        check_engine_bytes(m, data, src)
     dst = m.path(src.name)
     if src.resolve() != dst.resolve():
-        dst.write_bytes(src.read_bytes())
+        atomic_write_bytes(dst, data)
     info: dict[str, Any] = {}
     try:
         trt = importlib.import_module("tensorrt")
         info["tensorrt"] = str(trt.__version__)
     except ImportError:
         pass
+    if not check:
+        info["checked"] = False
     return add_file(artifact, dst.name, engine_file=dst.name, extras={**m.extras, "engine": info})
 
 
@@ -521,9 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dla-core", type=int, default=None,
                    help="build for this DLA core with GPU fallback (Xavier, Orin AGX/NX; fp16/int8 only)")
     b.add_argument("--output", default=None, help="engine file name inside the artifact (default model_trt<N>.plan)")
-    r = sub.add_parser("register", help="record an engine built with trtexec")
+    r = sub.add_parser("register", help="record an engine built with trtexec (TensorRT must load it first)")
     r.add_argument("artifact")
     r.add_argument("engine")
+    r.add_argument("--no-check", action="store_true",
+                   help="record the engine without loading it (a machine without TensorRT's Python package)")
     i = sub.add_parser("info", help="print what the artifact holds and which TensorRT is installed here")
     i.add_argument("artifact")
     return p
@@ -535,8 +572,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.cmd == "register":
-            m = register_engine(args.artifact, args.engine)
-            print(f"registered {m.engine_file} in {m.root}/manifest.json")
+            m = register_engine(args.artifact, args.engine, check=not args.no_check)
+            print(f"registered {m.engine_file} in {m.root}/manifest.json"
+                  + (" (not checked: load it once to be sure)" if args.no_check else ""))
             return 0
         if args.cmd == "info":
             for k, v in describe(args.artifact).items():
@@ -547,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PKDNError(f"{args.artifact} is a {m.target} artifact, not tensorrt")
         out = build_engine_file(m, out_name=args.output, workspace_mb=args.workspace_mb, opt_batch=args.opt_batch,
                                 max_batch=args.max_batch, dla_core=args.dla_core)
-        m = register_engine(args.artifact, out)
+        m = register_engine(args.artifact, out, check=False)  # just built here; opened right below
         eng = open_engine(m)
         eng.warmup(2)
         eng.close()
