@@ -49,13 +49,15 @@ import numpy as np
 import torch
 from torch import nn
 
-# NNCF compiles its CPU fake-quantize extension on first use of a quantized PyTorch model; on a
-# busy 2-core machine that takes longer than NNCF's default 60 s limit, which then aborts.
+# NNCF would compile its CPU fake-quantize extension on first use of a quantized PyTorch model;
+# _nncf() points it at the pure-torch reference functions instead (.nncf_ext). Should the extension
+# still be built (another NNCF), a busy 2-core machine needs more than NNCF's default 60 s.
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError
 
 from . import telemetry
+from .nncf_ext import use_reference_quantizers
 
 IGNORE_GROUPS: dict[str, tuple[str, ...]] = {
     "edges": ("stem", "upsampler.to_rgb"),
@@ -145,6 +147,7 @@ def _nncf() -> Any:
         import nncf
     except ImportError:
         raise MissingDependencyError("nncf", "export", "INT8 quantization") from None
+    use_reference_quantizers()  # no JIT C++ build, no build lock to hang on (see .nncf_ext)
     return nncf
 
 
