@@ -14,10 +14,20 @@ face numbers from 0, largest face first). ``OUT_DIR/MANIFEST.csv`` lists every c
 ``source``, ``frame``, ``landmarks`` (5 points ``x,y;...`` in source px, template order),
 ``score``, ``interocular_px`` (source px), ``scale`` (source -> crop) and ``box``.
 
-Crops with the same name from an earlier run are overwritten; ``MANIFEST.csv`` (written atomically,
-also after Ctrl-C) lists this run's crops only. Unreadable images are skipped with one warning line
-each; a summary (images read, faces written, what was skipped and why) ends the run. Exit status 0 when the run completes (even with no face),
-2 on a user error (missing input, unreadable single image, missing detector package).
+``OUT_DIR`` must be empty or new: crops of an earlier run there would mix with the new ones
+(training reads every image in the folder). ``--overwrite`` first removes the crops an earlier run
+listed in its ``MANIFEST.csv`` (nothing else); images pkdn-prepare did not write are never
+touched, and a folder holding any is refused. ``MANIFEST.csv`` (written atomically, also after
+Ctrl-C) lists this run's crops. Unreadable images are skipped with one warning line each; a
+summary (images read, faces written, what was skipped and why) ends the run.
+
+Videos: a frame that cannot be decoded is not taken for the end of the file. Reading continues
+past damaged frames up to the frame count the container announces; undecodable frames and frames
+never reached are counted in the summary, with a warning line.
+
+Exit status: 0 when the run completes (even with no face); 1 when it completed but frames of a
+damaged video could not be decoded (the crops of the readable frames are written); 2 on a user
+error (missing input, unreadable single image, non-empty output folder, missing detector package).
 """
 
 from __future__ import annotations
@@ -52,6 +62,13 @@ class PrepareStats:
     written: int = 0                    # crops written
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     rows: List[dict] = field(default_factory=list)     # manifest rows
+    frames_announced: int = 0           # videos: the container's frame count (0 = unknown)
+    frames_failed: int = 0              # videos: frames that could not be decoded or were never reached
+
+    @property
+    def damaged(self) -> bool:
+        """True when frames of a video were lost (the run still wrote the readable frames' crops)."""
+        return self.frames_failed > 0
 
     def summary(self, out_dir: Path) -> str:
         unit = "frames" if self.kind == "video" else "images"
@@ -84,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector input long side in px (default 640; 0 = full resolution)")
     p.add_argument("--threads", type=int, default=2, help="detector threads (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress lines (warnings and summary only)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT_DIR holds an earlier run's crops: delete those (the files its MANIFEST.csv lists) first")
     return p
 
 
@@ -118,37 +137,105 @@ def _write_manifest(path: Path, rows: Sequence[dict]) -> None:
         raise PKDNError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
-def _iter_video(path: Path, every: int, stats: PrepareStats) -> Iterator[Tuple[int, np.ndarray]]:
+MAX_BAD_RUN = 250        # consecutive undecodable frames before a damaged video is given up
+MAX_BAD_RUN_UNKNOWN = 25  # ... when the container does not say how many frames it has
+TAIL_SLACK = 2            # frame counts estimated from the duration may be a frame or two high
+
+
+def _iter_video(path: Path, every: int, stats: PrepareStats, log=None) -> Iterator[Tuple[int, np.ndarray]]:
+    """Frames ``(index, BGR uint8)`` of a video, every ``every``-th. A failed read is only the end of
+    the file at the announced frame count (or after ``MAX_BAD_RUN_UNKNOWN`` failures in a row when
+    the count is unknown); before that it is a damaged frame: counted, skipped, reading goes on."""
     import cv2
 
     from pkdn_edge.imageio import to_bgr8
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise PKDNError(f"{path}: cannot open the video (unsupported codec or not a video)")
+        raise PKDNError(f"{path}: cannot open the video (unsupported codec, not a video, or damaged)")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    total = total if total > 0 else 0
+    stats.frames_announced = total
+    bad_run, bad = 0, 0
     try:
         i = 0
         while True:
             if i % every:
-                if not cap.grab():
-                    break
-                i += 1
-                continue
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if frame is None or frame.size == 0:
-                stats.skipped["undecodable frames"] += 1
+                ok, frame = cap.grab(), None
             else:
+                ok, frame = cap.read()
+                ok = ok and frame is not None and frame.size > 0
+            if not ok:
+                if total and i >= total:
+                    break  # the end the container announced
+                bad_run += 1
+                i += 1
+                if bad_run >= (MAX_BAD_RUN if total else MAX_BAD_RUN_UNKNOWN):
+                    break
+                continue
+            if bad_run:  # frames failed, then decoding went on: they were damaged, not the end
+                bad += bad_run
+                if log is not None:
+                    log(f"warning: {path}: {bad_run} frame(s) before frame {i} could not be decoded (damaged video?)")
+                bad_run = 0
+            if frame is not None:
                 yield i, to_bgr8(frame)
             i += 1
     finally:
         cap.release()
+    lost = 0
+    if total:
+        reached = i - bad_run  # frames read or skipped before the final run of failures
+        lost = max(0, total - reached)
+        if lost <= TAIL_SLACK and not bad:
+            lost = 0  # an estimated frame count a frame or two high, not damage
+    if bad:
+        stats.skipped["undecodable frames (damaged video)"] += bad
+    if lost:
+        stats.skipped["frames never reached (damaged or truncated video)"] += lost
+    stats.frames_failed = bad + lost
+    if stats.frames_failed and log is not None:
+        log(f"warning: {path}: {stats.frames_failed} of {total or 'its'} frames could not be decoded; "
+            f"crops were written for the readable frames only")
+
+
+def _check_out_dir(out: Path, overwrite: bool, log) -> None:
+    """``out`` must not hold images that would mix with this run's crops (see the module docstring)."""
+    from pkdn_edge.imageio import iter_images
+
+    if not out.is_dir():
+        return
+    images = iter_images(out, recursive=True)
+    if not images:
+        return
+    listed: set = set()
+    manifest = out / "MANIFEST.csv"
+    if manifest.is_file():
+        try:
+            with open(manifest, newline="", encoding="utf-8") as f:
+                listed = {r.get("file") or "" for r in csv.DictReader(f)}
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise PKDNError(f"{manifest} cannot be read ({exc}); choose an empty OUT_DIR") from None
+    ours = [p for p in images if p.parent == out and p.name in listed]
+    foreign = [p for p in images if p not in ours]
+    if foreign:
+        raise PKDNError(f"{out} holds {len(foreign)} image(s) pkdn-prepare did not write (e.g. {foreign[0].name}); "
+                        f"training reads every image in the folder, so they would mix with the new crops: "
+                        f"choose an empty or new OUT_DIR")
+    if not overwrite:
+        raise PKDNError(f"{out} already holds {len(ours)} crops of an earlier pkdn-prepare run (its MANIFEST.csv); "
+                        f"pass --overwrite to delete them first, or choose a new OUT_DIR")
+    for p in ours:
+        try:
+            p.unlink()
+        except OSError as exc:
+            raise PKDNError(f"cannot delete the earlier crop {p} ({exc.strerror or exc})") from None
+    log(f"pkdn-prepare: --overwrite: deleted {len(ours)} crops of the earlier run in {out}")
 
 
 def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optional[int] = None, min_iod: float = 0.0,
             every: int = 1, score: float = 0.8, recursive: bool = False, det_side: int = 640, threads: int = 2,
-            quiet: bool = False, detector=None, log=None) -> PrepareStats:
+            quiet: bool = False, detector=None, log=None, overwrite: bool = False) -> PrepareStats:
     """Run the whole preparation (see the module docstring); returns the counters. ``detector``:
     any object with ``detect(frame) -> [Face]`` (default: :class:`RetinaFaceDetector`). ``log``:
     a callable for progress/warning lines (default: print to stderr)."""
@@ -181,6 +268,7 @@ def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optiona
     preloaded = {inp: read_image(inp)} if kind == "image" else {}
     if out.exists() and not out.is_dir():
         raise PKDNError(f"{out}: exists and is not a folder")
+    _check_out_dir(out, overwrite, log)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -237,7 +325,7 @@ def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optiona
     try:
         if kind == "video":
             stem = inp.stem
-            for fi, frame in _iter_video(inp, every, stats):
+            for fi, frame in _iter_video(inp, every, stats, log):
                 stats.read += 1
                 process(frame, str(inp), stem, fi)
                 if not quiet and stats.read % 100 == 0:
@@ -269,9 +357,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _check_args(args)
         stats = prepare(Path(args.input), Path(args.out_dir), size=args.size, max_faces=args.max_faces,
                         min_iod=args.min_iod, every=args.every, score=args.score, recursive=args.recursive,
-                        det_side=args.det_side, threads=args.threads, quiet=args.quiet)
+                        det_side=args.det_side, threads=args.threads, quiet=args.quiet, overwrite=args.overwrite)
         print(stats.summary(Path(args.out_dir)))
-        return 0
+        return 1 if stats.damaged else 0
 
     return run_cli(body)
 
