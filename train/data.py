@@ -2,9 +2,10 @@
 
 Layouts (``FaceData.load(root, layout=...)``):
 
-* ``aligned`` (default): any folder tree of aligned face images, e.g. ``../shared/faces/train``,
-  FFHQ or CelebA-HQ image folders. Non-square images are centre-cropped to a square, then every
-  image is resized (INTER_AREA) to ``hr_size``.
+* ``aligned`` (default): any folder tree of square aligned face crops, e.g. ``../shared/faces/train``,
+  ``pkdn-prepare`` output, FFHQ or CelebA-HQ image folders; resized (INTER_AREA) to ``hr_size``
+  (with one warning line). Non-square images are refused (:func:`check_aligned_sizes`): they are
+  photos or frames, not aligned faces, and would train or evaluate on misaligned crops.
 * ``celeba``: CelebA ``img_align_celeba`` (178×218): the 178×178 crop starting at row 20 (the
   literature's 128×128 protocol), resized to ``hr_size``.
 * ``celebamask``: CelebAMask-HQ (``CelebA-HQ-img/`` + ``CelebAMask-HQ-mask-anno/``): images plus
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,37 @@ def _celebamask_label(anno_root: Path, idx: int, size: int) -> np.ndarray:
     return cv2.resize(label, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
+def check_aligned_sizes(files: list[Path], root: Path, hr_size: int = 128) -> None:
+    """Aligned face crops are square: refuse a folder with non-square images (photos, frames, CelebA's
+    178×218 without ``layout: celeba``) instead of centre-cropping them into misaligned faces, and
+    say it once when square images will be resized to ``hr_size``. Sizes come from the file
+    headers (no decoding)."""
+    from pkdn_edge.imageio import image_size_from_header
+
+    odd, resized = [], {}
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                size = image_size_from_header(fh.read(1 << 16))
+        except OSError:
+            continue  # unreadable: reported when decoding
+        if size is None:
+            continue
+        w, h = size
+        if w != h:
+            odd.append(f"{f.relative_to(root).as_posix()} ({w}x{h})")
+        elif w != hr_size:
+            resized[w] = resized.get(w, 0) + 1
+    if odd:
+        raise PKDNError(f"{len(odd)} of {len(files)} images under {root} are not square aligned face crops "
+                        f"(e.g. {', '.join(odd[:3])}): align them first with `pkdn-prepare INPUT OUT_DIR`"
+                        f" (or use layout: celeba for CelebA's 178x218 crops)")
+    if resized:
+        what = ", ".join(f"{n} at {s}x{s}" for s, n in sorted(resized.items()))
+        print(f"warning: {sum(resized.values())} of {len(files)} faces under {root} are not {hr_size}x{hr_size} "
+              f"({what}); they are resized to {hr_size}x{hr_size}", file=sys.stderr)
+
+
 @dataclass
 class FaceData:
     """HR faces (N,H,W,3) uint8 RGB, their file names, and optional 19-class labels (N,H,W)."""
@@ -121,6 +154,8 @@ class FaceData:
                 pass  # corrupt cache: rebuild it
         hr, names, labels = [], [], []
         skipped = 0
+        if layout == "aligned":
+            check_aligned_sizes(files, img_root, hr_size)
         for f in files:
             img = _read_rgb(f)
             if img is None:
@@ -133,7 +168,7 @@ class FaceData:
         if not hr:
             raise PKDNError(f"none of the {len(files)} images under {img_root} could be read")
         if skipped:
-            print(f"warning: skipped {skipped} unreadable images under {img_root}")
+            print(f"warning: skipped {skipped} unreadable images under {img_root}", file=sys.stderr)
         data = cls(np.stack(hr), names, np.stack(labels) if labels else None)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
