@@ -67,20 +67,40 @@ def list_faces(root: Path) -> list[Path]:
 
 
 def read_faces(files: list[Path], size: int = HR_SIZE) -> np.ndarray:
-    """Read images as (N,size,size,3) uint8 RGB (centre square crop, INTER_AREA resize)."""
-    out = []
+    """Read aligned face crops as (N,size,size,3) uint8 RGB (INTER_AREA/INTER_CUBIC resize).
+
+    Calibration and verification faces must be square aligned crops (``pkdn-prepare`` output or
+    ``shared/faces``): a non-square image (a photo, a frame) is refused with one :class:`PKDNError`
+    line instead of being squeezed into a misaligned "face"; square faces of another size are
+    resized, with one warning line; unreadable files are skipped, with one warning line."""
+    import sys
+
+    out, odd, unreadable, resized = [], [], [], 0
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if img is None:
+            unreadable.append(f.name)
             continue
         h, w = img.shape[:2]
-        s = min(h, w)
-        img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        if s != size:
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if s > size else cv2.INTER_CUBIC)
+        if h != w:
+            odd.append(f"{f.name} ({w}x{h})")
+            continue
+        if h != size:
+            resized += 1
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_CUBIC)
         out.append(img[..., ::-1])
+    folder = files[0].parent if files else Path(".")
+    if odd:
+        raise PKDNError(f"{len(odd)} of {len(files)} images in {folder} are not square aligned face crops (e.g. "
+                        f"{', '.join(odd[:3])}): INT8 calibration and verification need aligned {size}x{size} faces; "
+                        f"make them with `pkdn-prepare INPUT OUT_DIR`")
     if not out:
         raise PKDNError(f"none of {len(files)} images could be read")
+    if unreadable:
+        print(f"warning: skipped {len(unreadable)} unreadable image(s) in {folder} (e.g. {unreadable[0]})", file=sys.stderr)
+    if resized:
+        print(f"warning: {resized} of {len(out)} faces in {folder} are not {size}x{size}; they were resized",
+              file=sys.stderr)
     return np.ascontiguousarray(np.stack(out))
 
 
