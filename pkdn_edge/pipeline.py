@@ -15,10 +15,13 @@ Per frame (:meth:`FacePipeline.process`):
    :func:`~pkdn_edge.face.align.warp_face` (face region only, mirrored outside the frame);
 3. **sr**: all faces of the frame go through the engine in ONE batch (one batch per engine with
    ``scale="auto"``);
-4. **upscale**: the whole frame is resized by the canvas scale (bicubic by default) into a reused
-   buffer;
-5. **paste**: each SR face is blended back with the inverse similarity (expressed on the canvas by
-   :func:`~pkdn_edge.face.align.rescale_matrix`) and a feathered mask
+4. **upscale**: the whole frame is resized to the canvas (bicubic by default) into a reused buffer.
+   The canvas is the frame x the engine scale, or, with ``canvas=(W, H)``, at most that size (a
+   display's worth: the webcam's default is 1920x1080, turned for portrait frames), never smaller
+   than the frame (:func:`canvas_size`); the canvas scale may then be fractional;
+5. **paste**: each SR face is blended back at the canvas's resolution with the inverse similarity
+   (expressed on the canvas by :func:`~pkdn_edge.face.align.rescale_matrix`; a 128x128 SR face is
+   area-shrunk when the canvas scale is below the engine's) and a feathered mask
    (:func:`~pkdn_edge.face.align.blend_face` / :func:`~pkdn_edge.face.align.feather_mask`), region
    of interest only.
 
@@ -66,11 +69,27 @@ __all__ = [
     "BicubicEngine",
     "STAGES",
     "SR_IOD",
+    "canvas_size",
 ]
 
 STAGES = ("detect", "track", "align", "sr", "upscale", "paste", "total")
 
 SR_IOD = float(TEMPLATE_128[1, 0] - TEMPLATE_128[0, 0])  # 43 px: eye distance of every SR output (128x128)
+
+
+def canvas_size(frame_wh: tuple[int, int], scale: float, limit: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Output canvas (w, h) for a ``frame_wh`` (w, h) frame and an engine ``scale``: the frame x scale,
+    or, with ``limit`` (w, h), the largest size that fits in it (turned for portrait frames) with the
+    frame's aspect ratio, never smaller than the frame itself."""
+    W, H = int(frame_wh[0]), int(frame_wh[1])
+    c = float(scale)
+    if limit is not None:
+        lw, lh = int(limit[0]), int(limit[1])
+        if (H > W) != (lh > lw):
+            lw, lh = lh, lw
+        c = max(1.0, min(c, lw / W, lh / H))
+    cw = max(1, int(round(W * c)))
+    return cw, max(1, int(round(H * cw / W)))
 
 
 class BicubicEngine:
@@ -147,13 +166,14 @@ class FacePipeline:
     0 at the crop border, 1 about ``2 * feather + 1`` px in; default 5 % of the SR face size). ``max_faces``.
     ``max_face_iod``: larger faces (eye distance, input px) keep the bicubic canvas (default 43; 0 = none).
     ``upscale``: ``"cubic"`` or ``"linear"`` for the full frame. ``tracker_kwargs``: passed to
-    :class:`~pkdn_edge.face.tracking.FaceTracker`.
+    :class:`~pkdn_edge.face.tracking.FaceTracker`. ``canvas``: (w, h) the output canvas may not exceed
+    (:func:`canvas_size`); None = the frame x the engine scale.
     """
 
     def __init__(self, engine: Any | Mapping[int, Any], detector: Any = None, detect_every: int = 5,
                  scale: int | str | None = None, smoothing: bool = True, feather: float | None = None,
                  max_faces: int = 8, upscale: str = "cubic", max_face_iod: float | None = None,
-                 tracker_kwargs: Mapping[str, Any] | None = None) -> None:
+                 tracker_kwargs: Mapping[str, Any] | None = None, canvas: tuple[int, int] | None = None) -> None:
         if isinstance(engine, Mapping):
             engines = {int(k): v for k, v in engine.items()}
         else:
@@ -169,7 +189,9 @@ class FacePipeline:
             engines = {int(scale): engines[int(scale)]}
         self.engines = engines
         self.auto = len(engines) > 1
-        self.canvas_scale = min(engines)
+        self.canvas_scale = min(engines)  # the engine scale; the canvas itself: canvas_size(frame, it, canvas)
+        self.canvas_limit = None if canvas is None else (int(canvas[0]), int(canvas[1]))
+        self.canvas_wh: tuple[int, int] | None = None  # canvas size of the last frame
         self.lr_sizes = {s: _engine_lr(e) for s, e in engines.items()}
         # template IOD of each engine's LR grid (frame px of a face that maps 1:1 onto it)
         self._tpl = {s: template(n) for s, n in self.lr_sizes.items()}
@@ -202,16 +224,30 @@ class FacePipeline:
         return min(self.engines, key=lambda s: abs(math.log(max(iod, 1e-3) / self.lr_iod[s])))
 
     def _detect(self, frame: np.ndarray) -> list:
+        """Run the detector; one that takes the tracked faces (``detect_tracked``, e.g.
+        :class:`~pkdn_edge.face.scan.ScanDetector`) gets their last boxes and eye distances."""
         det = self.detector
         if det is None:
             return []
-        fn = getattr(det, "detect", None) or det
-        faces = fn(frame)
+        tracked_fn = getattr(det, "detect_tracked", None)
+        if tracked_fn is not None:
+            faces = tracked_fn(frame, [(tr.box, interocular(tr.raw)) for tr in self.tracker.tracks])
+        else:
+            faces = (getattr(det, "detect", None) or det)(frame)
         return list(faces) if faces is not None else []
 
-    def canvas_matrix(self, M_lr: np.ndarray, engine_scale: int) -> np.ndarray:
-        """2x3 canvas px -> SR-face px for a face aligned with ``M_lr`` (frame px -> LR px)."""
-        return rescale_matrix(M_lr, src_scale=self.canvas_scale, dst_scale=engine_scale)
+    def _want_detection(self) -> bool:
+        """The tracker's cadence; a scanning detector also runs on every frame while nothing is tracked,
+        so a scan in slots finds a face within one scan's worth of frames."""
+        if self.tracker.should_detect():
+            return True
+        return hasattr(self.detector, "detect_tracked") and not self.tracker.tracks
+
+    def canvas_matrix(self, M_lr: np.ndarray, engine_scale: int, canvas_scale: float | None = None) -> np.ndarray:
+        """2x3 canvas px -> SR-face px for a face aligned with ``M_lr`` (frame px -> LR px), on a canvas
+        ``canvas_scale`` x the frame (default: the engine scale)."""
+        c = self.canvas_scale if canvas_scale is None else canvas_scale
+        return rescale_matrix(M_lr, src_scale=c, dst_scale=engine_scale)
 
     # -- main -----------------------------------------------------------------------------------
     def process(self, frame: np.ndarray, t: float | None = None, detections: Sequence[Any] | None = None,
@@ -227,7 +263,7 @@ class FacePipeline:
             if self._frame_hw is not None:
                 self.tracker.reset()
             self._frame_hw = frame.shape[:2]
-        if detections is None and self.detector is not None and self.tracker.should_detect():
+        if detections is None and self.detector is not None and self._want_detection():
             detections = self._detect(frame)
         if detections is not None:
             detected = True
@@ -279,11 +315,13 @@ class FacePipeline:
         tm["sr"] = (t4 - t3) * 1e3
 
         # 4. upscale the frame into the reused canvas
-        c = self.canvas_scale
-        shape = (H * c, W * c, 3)
+        cw, ch = canvas_size((W, H), self.canvas_scale, self.canvas_limit)
+        c = cw / W
+        self.canvas_wh = (cw, ch)
+        shape = (ch, cw, 3)
         if self._canvas is None or self._canvas.shape != shape:
             self._canvas = np.empty(shape, np.uint8)
-        cv2.resize(frame, (W * c, H * c), dst=self._canvas, interpolation=self.upscale_interp)
+        cv2.resize(frame, (cw, ch), dst=self._canvas, interpolation=self.upscale_interp)
         canvas = self._canvas
         t5 = clock()
         tm["upscale"] = (t5 - t4) * 1e3
@@ -292,7 +330,7 @@ class FacePipeline:
         for fr in faces:
             if fr.sr is None:
                 continue
-            A = self.canvas_matrix(fr.M, fr.engine_scale)
+            A = self.canvas_matrix(fr.M, fr.engine_scale, c)
             fr.paste = blend_face(canvas, fr.sr, A, mask=self._mask(*fr.sr.shape[:2]), keep_base=keep_base)
         t6 = clock()
         tm["paste"] = (t6 - t5) * 1e3

@@ -7,7 +7,15 @@
 
 Each frame: capture -> detect (every N frames) / track -> smooth landmarks -> align to the model's
 LR grid -> super-resolve all faces in one batch -> upscale the frame -> paste the faces back
-(:class:`pkdn_edge.pipeline.FacePipeline`). ``--view side-by-side`` shows bicubic | pkdn-edge.
+(:class:`pkdn_edge.pipeline.FacePipeline`). ``--view side-by-side`` shows bicubic | pkdn-edge (the
+default with a window; headless runs write the output view).
+
+Real camera sizes: the detector finds faces down to ``--min-face-iod`` (8) px between the eyes by
+scanning large frames in tiles, one tile per detector run, plus a small region around every tracked
+face (:mod:`pkdn_edge.face.scan`); the output canvas is the frame x the scale shrunk to fit
+``--canvas`` (1920x1080; never below the input size), and SR faces are pasted at its resolution.
+Videos are written on a thread of their own, H.264 through PyAV when installed
+(:mod:`pkdn_edge.writers`).
 
 Model selection (``--backend auto`` and no ``--artifact``; :mod:`pkdn_edge.engines.select`): the first
 exported artifact ``<target>_<precision>_x<scale>/`` (a ``pkdn-export`` folder with its
@@ -20,11 +28,12 @@ with the export tools, one is exported now from the shipped checkpoint into ./ex
 
 Timing: ``capture`` (reading/decoding/rendering a frame; on a camera it includes waiting for the
 device), the processing stages ``detect``, ``track``, ``align``, ``sr``, ``upscale``, ``paste`` and
-their sum ``total``, and ``e2e`` = ``capture`` + ``total``: capture to the composited output frame.
-``compose`` (side-by-side view and overlay), ``display`` and ``encode`` (video/PNG writing) are timed
-apart and are in neither. ``fps`` in the summary is the end-to-end processing rate,
-frames / sum(e2e); ``pipeline_fps`` = frames / sum(total) (without capture); ``loop_fps`` = frames /
-wall time of the whole loop (display and encoding included).
+their sum ``total``, ``e2e`` = ``capture`` + ``total``, then ``stats``, ``compose`` (view and overlay),
+``encode`` (handing the frame to the writer thread: a copy, plus waiting when the encoder falls
+behind), ``display``, and ``loop``: the whole iteration. The headline ``fps`` (= ``loop_fps``) is
+frames / wall time of the whole loop, everything included (the writer's final drain too);
+``processing_fps`` = frames / sum(e2e) and ``pipeline_fps`` = frames / sum(total) are beside it, and
+``writer`` gives the encoder's own time per frame (on its thread).
 
 Temporal stability: ``temporal_stability`` is the mean absolute frame-to-frame change (gray levels,
 0-255) of the output inside the face regions (pixels pasted with weight > 0.5 in both frames, same
@@ -64,9 +73,10 @@ from pkdn_edge.errors import PKDNError, run_cli
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
 from pkdn_edge.pipeline import SR_IOD, FacePipeline, FrameResult
 from pkdn_edge.sources import CameraNotFoundError, FrameSource, open_source
-from pkdn_edge.writers import VIDEO_EXTENSIONS, FrameWriter, check_writable
+from pkdn_edge.writers import ENCODERS, VIDEO_EXTENSIONS, FrameWriter, check_writable
 
 DEFAULT_OUTPUT = Path("out") / "webcam_demo.mp4"
+DEFAULT_CANVAS = "1920x1080"
 NO_OUTPUT = "none"  # --output none: write nothing (latency runs)
 
 
@@ -75,6 +85,17 @@ def build_detector(threads: int = 2) -> Any:
     from pkdn_edge.face.detector import load_detector
 
     return load_detector(threads=threads)
+
+
+def _small_faces(detector: Any, min_iod: float) -> Any:
+    """RetinaFace made to find faces down to ``min_iod`` px between the eyes in large frames
+    (:class:`pkdn_edge.face.scan.ScanDetector`); other detectors (and ``min_iod`` 0) as they are."""
+    from pkdn_edge.face.detector import RetinaFaceDetector
+    from pkdn_edge.face.scan import ScanDetector
+
+    if min_iod > 0 and isinstance(detector, RetinaFaceDetector):
+        return ScanDetector(detector, min_iod=min_iod)
+    return detector
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,8 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=float, default=None, help="shrink input frames by F (simulate a low-res camera)")
     p.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine, detector and OpenCV")
-    p.add_argument("--view", choices=("side-by-side", "output"), default="side-by-side",
-                   help="side-by-side = input bicubic | pkdn-edge")
+    p.add_argument("--view", choices=("auto", "side-by-side", "output"), default="auto",
+                   help="output = the super-resolved frame; side-by-side = input bicubic | pkdn-edge; auto = "
+                        "side-by-side in a window, output when headless")
+    p.add_argument("--canvas", default=DEFAULT_CANVAS, metavar="WxH|full",
+                   help="largest output canvas (turned for portrait frames): the frame x scale, shrunk to fit, never "
+                        "below the input size; SR faces are pasted at this resolution; full = always the frame x scale")
+    p.add_argument("--min-face-iod", type=float, default=8.0, metavar="PX",
+                   help="smallest face to find, as its eye distance in input px: the detector scans large frames "
+                        "in tiles at the scale this needs (bounded cost per run) and refines tracked faces in small "
+                        "regions; 0 = the plain detector on the frame shrunk to 640 px")
+    p.add_argument("--encoder", choices=ENCODERS, default="auto",
+                   help="video encoder for --output: auto = H.264 through PyAV when installed, else mp4v (.avi: MJPG); "
+                        "nvv4l2h264enc = a Jetson's hardware H.264 encoder through GStreamer")
     p.add_argument("--headless", action="store_true", help="no window (automatic when there is no display)")
     p.add_argument("--output", default=None,
                    help="write the shown frames to a video (.mp4/.avi) or, for a path without a video extension, a "
@@ -121,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(+ its stats {DEFAULT_OUTPUT.with_suffix('.json')})")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--stats-json", default=None,
-                   help="write the run summary here (JSON: p50/p90/p99 per stage, fps = end-to-end processing FPS, "
+                   help="write the run summary here (JSON: p50/p90/p99 per stage, fps = whole-loop FPS, "
                         "temporal stability, faces)")
     p.add_argument("--no-smooth", action="store_true", help="disable landmark smoothing (to compare flicker)")
     p.add_argument("--max-faces", type=int, default=8, help="super-resolve at most N faces per frame (largest first)")
@@ -200,6 +232,8 @@ def _plan_outputs(args, log) -> Outputs:
         check_writable(stats_path, "--stats-json")
     if out_path is not None:
         check_writable(out_path if out_path.suffix.lower() in VIDEO_EXTENSIONS else out_path / "000000.png", "--output")
+    if args.view == "auto":
+        args.view = "output" if headless else "side-by-side"
     return Outputs(headless, out_path, stats_path)
 
 
@@ -209,11 +243,11 @@ class WebcamLoop:
     def __init__(self, args, outputs: Outputs, log) -> None:
         self.args, self.out, self.log = args, outputs, log
         engine, self.label = _engines(args, log)
-        detector = build_detector(args.threads)
+        detector = _small_faces(build_detector(args.threads), args.min_face_iod)
         self.source: FrameSource = _open_input(args)
         self.pipe = FacePipeline(engine, detector, detect_every=args.detect_every, scale=None,
                                  smoothing=not args.no_smooth, feather=args.feather, max_faces=args.max_faces,
-                                 max_face_iod=args.max_face_iod)
+                                 max_face_iod=args.max_face_iod, canvas=args.canvas_limit)
         t = time.perf_counter()
         self.pipe.warmup()
         self.warmup_ms = (time.perf_counter() - t) * 1e3
@@ -221,6 +255,7 @@ class WebcamLoop:
         self.composer = Composer(args.view, self.label, overlay=not args.no_overlay)
         self.window = None if outputs.headless else Window(log)
         self.writer: FrameWriter | None = None
+        self.writer_stats: dict | None = None
         self.warned_large = False
         self.end_reason = ""
         self.wall = 0.0
@@ -232,8 +267,11 @@ class WebcamLoop:
                  + (f"; writing {out}" if out else ""))
 
     # -- per frame ------------------------------------------------------------------------------
-    def step(self, image, t: float, index: int, capture_ms: float) -> str:
-        """Process, count, compose, write and show one frame; returns why to stop ("" = go on)."""
+    def step(self, image, t: float, index: int, t_capture: float, capture_ms: float) -> str:
+        """Process, count, compose, write and show one frame (captured from ``t_capture`` on, a
+        perf_counter time); returns why to stop ("" = go on)."""
+        if self.stats.frames == 0:
+            self._describe_detector(image)
         res = self.pipe.process(image, t)
         tm = dict(res.timings)
         tm["capture"] = capture_ms
@@ -253,15 +291,22 @@ class WebcamLoop:
         tm["display"] = (time.perf_counter() - ts) * 1e3
         if why:
             return why
-        self.stats.finish_frame(res, tm)
         self._note_large_faces(res)
+        tm["loop"] = (time.perf_counter() - t_capture) * 1e3  # the whole iteration, capture to display
+        self.composer.note_loop(tm["loop"])
+        self.stats.finish_frame(res, tm)
         return ""
+
+    def _describe_detector(self, image) -> None:
+        describe = getattr(self.pipe.detector, "describe", None)
+        if describe is not None:
+            self.log(describe(image.shape[1], image.shape[0]))
 
     def _write(self, shown) -> None:
         if self.out.out_path is None:
             return
         if self.writer is None:
-            self.writer = FrameWriter(self.out.out_path, self.source.fps)
+            self.writer = FrameWriter(self.out.out_path, self.source.fps, encoder=self.args.encoder)
         self.writer.write(shown)
 
     def _window_failed(self) -> None:
@@ -307,8 +352,10 @@ class WebcamLoop:
                 self.end_reason = stop["why"]
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
-            self.wall = time.perf_counter() - wall0
-            self._close()
+            try:
+                self._close()  # the writer's drain is part of the loop's time
+            finally:
+                self.wall = time.perf_counter() - wall0
 
     def _frames(self, stop: dict) -> str:
         it = iter(self.source)
@@ -321,14 +368,28 @@ class WebcamLoop:
             capture_ms = (time.perf_counter() - tc) * 1e3
             if fr is None:
                 return self.source.end_reason or "end of source"
-            why = self.step(fr.image, fr.t, fr.index, capture_ms)
+            why = self.step(fr.image, fr.t, fr.index, tc, capture_ms)
             if why:
                 return why
         return stop["why"]
 
+    def detector_info(self) -> dict | None:
+        det, size = self.pipe.detector, self.source.size
+        if det is None:
+            return None
+        info = {"type": type(det).__name__, "min_face_iod": getattr(det, "min_iod", None)}
+        if hasattr(det, "plan") and size:
+            plan = det.plan(*size)
+            info.update(slots=len(plan), calls=getattr(det, "calls", None),
+                        plan=[{"kind": s.kind, "scale": round(s.scale, 4), "net_size": list(s.net_size)} for s in plan])
+        return info
+
     def _close(self) -> None:
         if self.writer is not None:
-            self.writer.release()
+            try:
+                self.writer.release()
+            finally:
+                self.writer_stats = self.writer.stats
         if self.window is not None:
             self.window.close()
         self.source.close()
@@ -343,6 +404,8 @@ class WebcamLoop:
             "precision": getattr(first, "precision", a.precision),
             "scale": a.scale if a.scale == "auto" else pipe.canvas_scale,
             "canvas_scale": pipe.canvas_scale,
+            "canvas_size": list(pipe.canvas_wh) if pipe.canvas_wh else None,
+            "canvas_limit": list(a.canvas_limit) if a.canvas_limit else "full",
             "engines": {f"x{s}": getattr(e, "name", type(e).__name__) for s, e in pipe.engines.items()},
             "frames": st.frames,
             "frames_skipped_corrupt": getattr(src, "skipped_total", src.skipped),
@@ -350,6 +413,7 @@ class WebcamLoop:
             "end_reason": self.end_reason,
             "source_incomplete": bool(getattr(src, "incomplete", False)),
             **st.rates(self.wall),
+            "fps_definition": FPS_DEFINITION,
             "wall_s": round(self.wall, 3),
             "warmup_ms": round(self.warmup_ms, 2),
             "latency_ms": st.rec.summary(),
@@ -361,9 +425,16 @@ class WebcamLoop:
             "input_size": list(src.size) if src.size else None,
             "output": str(self.out.out_path) if self.out.out_path else None,
             "view": a.view,
+            "writer": self.writer_stats,
+            "detector": self.detector_info(),
             "threads": a.threads,
         }
         return summary
+
+
+FPS_DEFINITION = ("fps = loop_fps = frames / wall time of the whole loop (capture, detect, track, align, SR, upscale, "
+                  "paste, stats, compose, encode hand-over, display, and the writer's final drain); processing_fps "
+                  "= frames / sum(capture + pipeline stages); pipeline_fps = frames / sum(pipeline stages)")
 
 
 def _timed(fn) -> float:
@@ -373,11 +444,28 @@ def _timed(fn) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
+def parse_canvas(spec: str) -> tuple[int, int] | None:
+    """``--canvas``: ``WxH`` -> (w, h); ``full`` -> None (the frame x the scale)."""
+    s = str(spec).strip().lower()
+    if s == "full":
+        return None
+    try:
+        w, h = (int(v) for v in s.split("x"))
+    except ValueError:
+        raise PKDNError(f"--canvas {spec!r} is not WxH (e.g. 1920x1080) or 'full'") from None
+    if w < 16 or h < 16:
+        raise PKDNError(f"--canvas {spec} is too small (at least 16x16)")
+    return w, h
+
+
 def _check_args(args) -> None:
     if args.detect_every < 1:
         raise PKDNError("--detect-every must be >= 1")
     if args.frames is not None and args.frames < 1:
         raise PKDNError("--frames must be >= 1")
+    if args.min_face_iod < 0:
+        raise PKDNError("--min-face-iod must be >= 0")
+    args.canvas_limit = parse_canvas(args.canvas)
 
 
 def _report(loop: WebcamLoop, summary: dict, log) -> None:

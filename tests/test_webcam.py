@@ -178,7 +178,7 @@ def test_headless_video_run_enhances_faces_and_nothing_else(tmp_path, capsys, de
     detector["demo"] = demo
     out, stats = tmp_path / "out", tmp_path / "s.json"
     rc, err = _run(["--source", path, "--frames", 30, "--headless", "--backend", "fake-sharpen", "--no-overlay",
-                    "--output", out, "--stats-json", stats, "--detect-every", 3], capsys)
+                    "--view", "side-by-side", "--output", out, "--stats-json", stats, "--detect-every", 3], capsys)
     assert rc == 0, err
     s = json.loads(stats.read_text())
     shown = _read_frames(out)
@@ -311,7 +311,7 @@ def _fake_models(tmp_path, monkeypatch):
 
 def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detector, monkeypatch):
     """`python -m pkdn_edge.webcam` with no arguments, no camera and no display: the shipped ONNX
-    model, the demo source until it ends, a side-by-side video and its stats in ./out, paths printed."""
+    model, the demo source until it ends, a video of the output view and its stats in ./out, paths printed."""
     from pkdn_edge.sources import camera as camera_sources
 
     models = _fake_models(tmp_path, monkeypatch)
@@ -330,9 +330,9 @@ def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detect
     video, stats = tmp_path / "out" / "webcam_demo.mp4", tmp_path / "out" / "webcam_demo.json"
     assert f"video: {video.resolve()}" in err and f"stats: {stats.resolve()}" in err
     s = json.loads(stats.read_text())
-    assert s["frames"] == 4 and s["end_reason"] == "end of demo" and s["view"] == "side-by-side"
+    assert s["frames"] == 4 and s["end_reason"] == "end of demo" and s["view"] == "output"
     frames = _decode(video)
-    assert len(frames) == 4 and frames[0].shape == (960, 2560, 3)
+    assert len(frames) == 4 and frames[0].shape == (960, 1280, 3)
 
 
 def test_tta_flag_reaches_the_engines(monkeypatch):
@@ -419,7 +419,8 @@ def test_odd_resolution_video_with_downscale(tmp_path, capsys, detector):
     spec = "demo:faces=1,frames=3,size=161x119"
     detector.update(demo=open_source(spec), scale=1.5)
     out = tmp_path / "o.mp4"
-    rc, err = _run(["--source", spec, "--downscale", 1.5, "--headless", "--backend", "bicubic", "--output", out], capsys)
+    rc, err = _run(["--source", spec, "--downscale", 1.5, "--headless", "--backend", "bicubic", "--output", out,
+                    "--view", "side-by-side"], capsys)
     assert rc == 0, err
     frames = _decode(out)
     assert len(frames) == 3 and frames[0].shape == (79 * 4, 2 * 107 * 4, 3)  # round(119/1.5), round(161/1.5)
