@@ -73,7 +73,7 @@ from pkdn_edge.errors import PKDNError, run_cli
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
 from pkdn_edge.pipeline import SR_IOD, FacePipeline, FrameResult
 from pkdn_edge.sources import CameraNotFoundError, FrameSource, open_source
-from pkdn_edge.writers import ENCODERS, VIDEO_EXTENSIONS, FrameWriter, check_writable
+from pkdn_edge.writers import ENCODERS, VIDEO_EXTENSIONS, FrameWriter, check_writable, resolve_encoder
 
 DEFAULT_OUTPUT = Path("out") / "webcam_demo.mp4"
 DEFAULT_CANVAS = "1920x1080"
@@ -231,6 +231,7 @@ def _plan_outputs(args, log) -> Outputs:
     if stats_path is not None:
         check_writable(stats_path, "--stats-json")
     if out_path is not None:
+        resolve_encoder(out_path, args.encoder)  # a missing encoder fails now, not after the first frame
         check_writable(out_path if out_path.suffix.lower() in VIDEO_EXTENSIONS else out_path / "000000.png", "--output")
     if args.view == "auto":
         args.view = "output" if headless else "side-by-side"
@@ -256,6 +257,7 @@ class WebcamLoop:
         self.window = None if outputs.headless else Window(log)
         self.writer: FrameWriter | None = None
         self.writer_stats: dict | None = None
+        self.writer_error: PKDNError | None = None
         self.warned_large = False
         self.end_reason = ""
         self.wall = 0.0
@@ -307,7 +309,11 @@ class WebcamLoop:
             return
         if self.writer is None:
             self.writer = FrameWriter(self.out.out_path, self.source.fps, encoder=self.args.encoder)
-        self.writer.write(shown)
+        try:
+            self.writer.write(shown)
+        except PKDNError as exc:
+            self.writer_error = exc
+            raise
 
     def _window_failed(self) -> None:
         self.window = None
@@ -347,6 +353,10 @@ class WebcamLoop:
             self.end_reason = self._frames(stop)
         except KeyboardInterrupt:
             self.end_reason = "interrupted (Ctrl-C)"
+        except PKDNError as exc:  # the writer failed mid-run (disk full, ...): summary first, then the error
+            if self.writer_error is not exc:
+                raise
+            self.end_reason = "the writer failed"
         finally:
             if stop["why"]:
                 self.end_reason = stop["why"]
@@ -388,8 +398,9 @@ class WebcamLoop:
         if self.writer is not None:
             try:
                 self.writer.release()
-            finally:
-                self.writer_stats = self.writer.stats
+            except PKDNError as exc:  # reported after the summary (see _report)
+                self.writer_error = self.writer_error or exc
+            self.writer_stats = self.writer.stats
         if self.window is not None:
             self.window.close()
         self.source.close()
@@ -481,6 +492,8 @@ def _report(loop: WebcamLoop, summary: dict, log) -> None:
         except OSError as exc:  # e.g. the disk filled up during the run: the summary above is printed
             raise PKDNError(f"cannot write --stats-json {stats_path}: {exc.strerror or exc}") from None
         log(f"stats: {stats_path.resolve()}")
+    if loop.writer_error is not None:
+        raise loop.writer_error
     if out is not None and summary["frames"]:
         what = "bicubic | pkdn-edge" if loop.args.view == "side-by-side" else "output"
         log(f"video: {out.resolve()} ({summary['frames']} frames, {what})")

@@ -79,6 +79,11 @@ def resolve_encoder(path: Path, encoder: str = "auto") -> str:
         return "mjpg" if ext == ".avi" else ("h264" if pyav_available() else "mp4v")
     if encoder == "h264" and not pyav_available():
         raise MissingDependencyError("av", None, "--encoder h264 (PyAV)")
+    if encoder == "nvv4l2h264enc":
+        from pkdn_edge.sources.gstreamer import gstreamer_unavailable_message, opencv_has_gstreamer
+
+        if not opencv_has_gstreamer():
+            raise PKDNError(gstreamer_unavailable_message("--encoder nvv4l2h264enc"))
     return encoder
 
 
@@ -112,10 +117,6 @@ class _OpenCVVideo:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], encoder: str) -> None:
         if encoder == "nvv4l2h264enc":
-            from pkdn_edge.sources.gstreamer import gstreamer_unavailable_message, opencv_has_gstreamer
-
-            if not opencv_has_gstreamer():
-                raise PKDNError(gstreamer_unavailable_message("--encoder nvv4l2h264enc"))
             self.vw = cv2.VideoWriter(jetson_h264_pipeline(path), cv2.CAP_GSTREAMER, 0, fps, size)
         else:
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if encoder == "mjpg" else "mp4v"))

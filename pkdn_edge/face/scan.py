@@ -21,7 +21,8 @@ resized so its eyes are ``roi_iod`` px apart (where the detector is sure and pre
 call is therefore bounded by one tile plus one small crop per face, whatever the frame size; a new
 face is found within one scan. :meth:`detect` (the plain detector interface) runs a whole scan.
 
-Results from the regions of interest win over overlapping results of the slot. All coordinates are
+Of two detections of one face, the one seen larger by the network (a region of interest, or a tile
+rather than the coarse slot) is kept: its landmarks are more precise. All coordinates are
 frame px (pixel centres at integers). Runs without torch (numpy + cv2 + onnxruntime).
 """
 
@@ -144,8 +145,13 @@ class ScanDetector:
         kx, ky = cw / nw, ch / nh
         k = np.array([kx, ky])
         off = np.array([(kx - 1.0) / 2.0 + x0, (ky - 1.0) / 2.0 + y0])
-        return [Face((f.box.reshape(2, 2) * k + off).reshape(4).astype(np.float32), f.score,
-                     (f.landmarks * k + off).astype(np.float32)) for f in faces]
+        out = []
+        for f in faces:
+            g = Face((f.box.reshape(2, 2) * k + off).reshape(4).astype(np.float32), f.score,
+                     (f.landmarks * k + off).astype(np.float32))
+            g.net_scale = float(scale)  # how large the face was in the network: the larger, the more precise
+            out.append(g)
+        return out
 
     def run_slot(self, frame: np.ndarray, slot: Slot) -> list[Face]:
         return self._run(frame, slot.x0, slot.y0, slot.x1, slot.y1, slot.scale)
@@ -210,11 +216,15 @@ def _overlaps(a: Face, b: Face) -> bool:
 
 
 def _merge(first: list[Face], more: list[Face]) -> list[Face]:
-    """``first`` plus the faces of ``more`` that are not already in it (best score first)."""
+    """``first`` plus the faces of ``more`` (best score first); of two detections of one face, the one
+    the network saw larger (``net_scale``) stays."""
     out = list(first)
     for f in sorted(more, key=lambda f: -f.score):
-        if not any(_overlaps(f, g) for g in out):
+        same = next((i for i, g in enumerate(out) if _overlaps(f, g)), None)
+        if same is None:
             out.append(f)
+        elif getattr(f, "net_scale", 0.0) > getattr(out[same], "net_scale", 0.0):
+            out[same] = f
     return out
 
 
