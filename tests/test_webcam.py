@@ -719,3 +719,12 @@ def test_camera_unplugged_mid_stream_reconnects_then_ends(tmp_path, capsys, dete
     assert s["frames"] == 4
     assert "disconnected" in s["end_reason"] and "reconnect" in err
     assert FakeCapture.opened == 1 + 5  # the first open + 5 reconnect attempts
+
+
+def test_console_script_and_module_entry_point():
+    """`pkdn-webcam` is declared for pkdn_edge.webcam:main, and `python -m pkdn_edge.webcam` still runs."""
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'pkdn-webcam = "pkdn_edge.webcam:main"' in text
+    r = subprocess.run([sys.executable, "-m", "pkdn_edge.webcam", "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "--min-face-iod" in r.stdout and "--canvas" in r.stdout
