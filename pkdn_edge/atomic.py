@@ -9,7 +9,7 @@ temporary file and raises ``OSError``.
 
 A process killed mid-write (SIGKILL, power loss) can still leave its temporary file behind.
 :func:`remove_stale_temps` deletes the ones whose writer is gone (the pid in the name is not a
-live process); the writers call it before each write, so debris never accumulates.
+live process); checkpoint, manifest and engine writes call it first, so debris never accumulates.
 """
 
 from __future__ import annotations
@@ -122,13 +122,16 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
+def atomic_writer(path: PathLike, mode: str = "wb", fsync: bool = True, clean: bool = True) -> Iterator[IO]:
     """``with atomic_writer(p) as f: f.write(...)``: the data appears at ``p`` only when the block
-    ends without an exception (see the module docstring). ``mode``: ``"wb"`` or ``"w"`` (UTF-8)."""
+    ends without an exception (see the module docstring). ``mode``: ``"wb"`` or ``"w"`` (UTF-8).
+    ``fsync=False`` / ``clean=False`` (no fsync, no scan of the folder for stale temporary files)
+    suit writers of thousands of small files into one folder (image crops, video frames)."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     p = Path(path)
-    remove_stale_temps(p)
+    if clean:
+        remove_stale_temps(p)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{os.getpid()}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
@@ -152,7 +155,8 @@ def atomic_writer(path: PathLike, mode: str = "wb", fsync: bool = True) -> Itera
                 pass
 
 
-def atomic_write_bytes(path: PathLike, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically (see the module docstring). Raises ``OSError``."""
-    with atomic_writer(path, "wb", fsync=fsync) as f:
+def atomic_write_bytes(path: PathLike, data: bytes, fsync: bool = True, clean: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see the module docstring and :func:`atomic_writer`).
+    Raises ``OSError``."""
+    with atomic_writer(path, "wb", fsync=fsync, clean=clean) as f:
         f.write(data)

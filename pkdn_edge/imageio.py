@@ -349,7 +349,7 @@ def write_image(path: PathLike, img: np.ndarray, quality: int = 95, mkdir: bool 
         raise ImageWriteError(f"{p}: folder {folder} does not exist" if not folder.exists()
                               else f"{p}: {folder} is not a folder")
     try:
-        atomic_write_bytes(p, enc.tobytes(), fsync=False)  # many small files: no fsync each (crops, frames)
+        atomic_write_bytes(p, enc.tobytes(), fsync=False, clean=False)  # many small files (crops, frames)
     except OSError as exc:
         raise ImageWriteError(f"{p}: cannot write to folder {folder} ({exc.strerror or exc}); "
                               "check that it is writable and the disk is not full") from None
