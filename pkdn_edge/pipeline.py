@@ -237,11 +237,14 @@ class FacePipeline:
         return list(faces) if faces is not None else []
 
     def _want_detection(self) -> bool:
-        """The tracker's cadence; a scanning detector also runs on every frame while nothing is tracked,
-        so a scan in slots finds a face within one scan's worth of frames."""
+        """The tracker's cadence; a detector that scans in slots (``detect_tracked``) also runs on every
+        frame while nothing is tracked or while it is still ``scanning`` (a whole scan since the last new
+        face has not yet run), so the faces of a scene are found within a scan's worth of frames."""
         if self.tracker.should_detect():
             return True
-        return hasattr(self.detector, "detect_tracked") and not self.tracker.tracks
+        if not hasattr(self.detector, "detect_tracked"):
+            return False
+        return not self.tracker.tracks or bool(getattr(self.detector, "scanning", False))
 
     def canvas_matrix(self, M_lr: np.ndarray, engine_scale: int, canvas_scale: float | None = None) -> np.ndarray:
         """2x3 canvas px -> SR-face px for a face aligned with ``M_lr`` (frame px -> LR px), on a canvas

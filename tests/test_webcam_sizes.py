@@ -139,6 +139,24 @@ def test_720p_loop_super_resolves_the_small_face(tmp_path, capsys, monkeypatch):
     assert "detector: scan of" in err
 
 
+@needs_detector
+def test_scan_runs_every_frame_only_until_a_quiet_scan(tmp_path, capsys, monkeypatch):
+    """720p, 3 faces: the detector runs on every frame until a whole scan finds no new face, so all
+    three are found early; then at the --detect-every cadence. 640x480 (one slot): the cadence only."""
+    monkeypatch.setattr(webcam, "build_detector", lambda threads=2: RETINAFACE)
+    runs = {}
+    for size, faces in (("1280x720", 3), ("640x480", 1)):
+        stats = tmp_path / f"{size}.json"
+        rc, err = _run(capsys, "--source", f"demo:frames=60,size={size},iod=12,faces={faces}", "--headless",
+                       "--backend", "bicubic", "--output", "none", "--stats-json", stats)
+        assert rc == 0, err
+        s = json.loads(stats.read_text())
+        runs[size] = s["tracker"]["detector_runs"]
+        assert s["faces_per_frame"]["by_engine"].get("x4", 0) >= 0.85 * faces * 60, s["faces_per_frame"]
+    assert runs["640x480"] <= 60 / 5 + 3
+    assert 60 / 5 < runs["1280x720"] < 45
+
+
 def test_min_face_iod_zero_keeps_the_plain_detector(monkeypatch):
     from pkdn_edge.face.detector import RetinaFaceDetector
     from pkdn_edge.face.scan import ScanDetector

@@ -19,7 +19,9 @@ Each call of :meth:`ScanDetector.detect_tracked` runs **one** slot (round robin:
 ``len(plan)`` calls) plus one small region of interest per tracked face, cut around its last box and
 resized so its eyes are ``roi_iod`` px apart (where the detector is sure and precise). The cost of a
 call is therefore bounded by one tile plus one small crop per face, whatever the frame size; a new
-face is found within one scan. :meth:`detect` (the plain detector interface) runs a whole scan.
+face is found within one scan: while :attr:`ScanDetector.scanning` (until a whole scan finds no new
+face) the pipeline runs the detector on every frame. :meth:`detect` (the plain detector interface)
+runs a whole scan.
 
 Of two detections of one face, the one seen larger by the network (a region of interest, or a tile
 rather than the coarse slot) is kept: its landmarks are more precise. All coordinates are
@@ -93,6 +95,7 @@ class ScanDetector:
         self._plan_for: tuple[int, int] | None = None
         self._plan: list[Slot] = []
         self._next = 0
+        self._quiet = 0  # slots run in a row that found no face outside the tracked ones
         self.calls = 0
 
     def __repr__(self) -> str:
@@ -180,10 +183,21 @@ class ScanDetector:
         slot = plan[self._next % len(plan)]
         self._next = (self._next + 1) % len(plan)
         self.calls += 1
-        if slot.kind == "frame":  # the whole frame at full detail every call: no regions needed
+        if slot.kind == "frame":  # the whole frame at full detail every call: no regions, no scanning
+            self._quiet = len(plan)
             return self.run_slot(img, slot)
         found = [f for box, iod in tracked for f in self._roi(img, np.asarray(box, np.float64), float(iod))]
-        return _merge(found, self.run_slot(img, slot))
+        in_slot = self.run_slot(img, slot)
+        new = [f for f in in_slot if not any(_overlaps(f, g) for g in found)]
+        self._quiet = 0 if new else self._quiet + 1
+        return _merge(found, in_slot)
+
+    @property
+    def scanning(self) -> bool:
+        """True until one whole scan has run without finding a new face (at the start, and again after
+        each new face): the caller should then run the detector on every frame, so all the faces of a
+        scene are found within a scan or two, not one slot per ``detect_every`` frames."""
+        return self._quiet < len(self._plan)
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         """A whole scan of ``frame`` (every slot), merged: the plain detector interface."""
