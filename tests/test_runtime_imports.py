@@ -18,7 +18,7 @@ RUNTIME_MODULES = ["pkdn_edge", "pkdn_edge.metrics", "pkdn_edge.errors", "pkdn_e
                    "pkdn_edge.pretrained", "pkdn_edge.manifest", "pkdn_edge.engines",
                    "pkdn_edge.engines.select", "pkdn_edge.loopstats", "pkdn_edge.display", "pkdn_edge.writers",
                    "pkdn_edge.sources.camera", "pkdn_edge.sources.files", "pkdn_edge.sources.demo",
-                   "pkdn_edge.sources.gstreamer"]
+                   "pkdn_edge.sources.gstreamer", "pkdn_edge.face.scan"]
 
 
 def test_runtime_imports_without_torch():
