@@ -158,3 +158,13 @@ def test_image_folder_keeps_each_image_size(tmp_path, capsys):
     for img, got in zip(imgs, shown):
         want = cv2.resize(img, (img.shape[1] * 4, img.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
         assert np.array_equal(got, want)
+
+
+def test_unwritable_output_fails_before_the_run(tmp_path, capsys):
+    """Issue 21.5: --output under a path that cannot be a folder: one error line, exit 2, before the run."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc, err = _run(capsys, "--source", "demo:frames=3,size=64x48", "--headless", "--backend", "bicubic",
+                   "--output", blocker / "o.mp4")
+    assert rc == 2
+    assert err.startswith(f"error: cannot write --output {blocker / 'o.mp4'}") and err.count("\n") == 1, err
