@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 EXTENSION = "quantized_functions_cpu"
+_checked = False  # the lock is looked at once per process
 
 
 def _stderr(msg: str) -> None:
@@ -104,7 +105,10 @@ def use_reference_quantizers(log: Callable[[str], None] = _stderr) -> str:
     Returns ``"reference"`` (set now or already), ``"extension"`` (the extension was already loaded
     in this process; nothing to wait for) or ``"unavailable"`` (an NNCF without these internals:
     the extension is used, after :func:`check_stale_lock`)."""
-    check_stale_lock(log)
+    global _checked
+    if not _checked:
+        _checked = True
+        check_stale_lock(log)
     try:
         from nncf.torch.quantization import reference
         from nncf.torch.quantization.extensions import QuantizedFunctionsCPU
