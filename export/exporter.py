@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from pkdn_edge.atomic import pid_alive
 from pkdn_edge.errors import MissingDependencyError, PKDNError
 from pkdn_edge.manifest import MANIFEST_NAME, Manifest, add_file, read_manifest, sha256_file, write_manifest
 from pkdn_edge.models import PRESETS
@@ -121,16 +122,6 @@ ENGINE_SUFFIXES = (".plan", ".engine", ".trt")  # TensorRT engines: built on a d
 _TEMP_DIR = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def remove_stale_workdirs(out: Path, log: Callable[[str], None] = print) -> list[Path]:
     """Delete the hidden ``.<out>.tmp-<pid>-*`` / ``.<out>.old-<pid>-*`` folders beside ``out`` left
     by exports that were killed (SIGKILL, power loss) while their pid is gone. They only ever hold
@@ -142,7 +133,7 @@ def remove_stale_workdirs(out: Path, log: Callable[[str], None] = print) -> list
         return removed
     for e in entries:
         m = _TEMP_DIR.match(e.name)
-        if m and m.group("name") == out.name and e.is_dir() and not _pid_alive(int(m.group("pid"))):
+        if m and m.group("name") == out.name and e.is_dir() and not pid_alive(int(m.group("pid"))):
             shutil.rmtree(e, ignore_errors=True)
             removed.append(e)
     if removed:
@@ -287,7 +278,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="pkdn-export-heartbeat", daemon=True)
 
     def __call__(self, msg: str) -> None:
-        self._step, self._since = msg.strip().rstrip(".").rstrip(" ."), time.monotonic()
+        self._step, self._since = msg.strip().rstrip(" ."), time.monotonic()
         self._log(msg)
 
     def _run(self) -> None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-__all__ = ["atomic_write_bytes", "atomic_writer", "file_mode", "remove_stale_temps", "temp_name_pattern"]
+__all__ = ["atomic_write_bytes", "atomic_writer", "file_mode", "pid_alive", "remove_stale_temps", "temp_name_pattern"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 _UMASK: int | None = None
@@ -57,7 +57,8 @@ def temp_name_pattern(name: str) -> re.Pattern:
     return re.compile(r"^\." + re.escape(name) + r"\.(\d+)\.[^.]+\.tmp$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (ours, or another user's: True when we may not signal it)."""
     if pid == os.getpid():
         return True
     try:
@@ -91,7 +92,7 @@ def remove_stale_temps(path: PathLike, legacy_older_than_s: float = 600.0) -> li
         m = pat.match(e.name)
         stale = False
         if m:
-            stale = not _pid_alive(int(m.group(1)))
+            stale = not pid_alive(int(m.group(1)))
         elif e.name.startswith(name + ".") and e.name.endswith(".tmp"):
             try:
                 stale = now - e.stat().st_mtime > legacy_older_than_s
