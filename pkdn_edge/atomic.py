@@ -59,7 +59,7 @@ def temp_name_pattern(name: str) -> re.Pattern:
 
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a live process (ours, or another user's: True when we may not signal it)."""
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":  # Windows: os.kill(pid, 0) would send a Ctrl-C event
         return True
     try:
         os.kill(pid, 0)
