@@ -203,7 +203,6 @@ def _engines(args, log) -> tuple[Any, str]:
     return (engines if len(engines) > 1 else first), label
 
 
-
 # --------------------------------------------------------------------------------------------------
 # the loop
 
@@ -264,7 +263,9 @@ class WebcamLoop:
 
     def announce(self) -> None:
         a, out = self.args, self.out.out_path
-        self.log(f"source: {self.source.name}; {self.label}; canvas x{self.pipe.canvas_scale}; detector every "
+        lim = a.canvas_limit
+        canvas = f"x{self.pipe.canvas_scale}" + (f" up to {lim[0]}x{lim[1]}" if lim else "")
+        self.log(f"source: {self.source.name}; {self.label}; canvas {canvas}; detector every "
                  f"{a.detect_every} frames; smoothing {'off' if a.no_smooth else 'on'}"
                  + (f"; writing {out}" if out else ""))
 
