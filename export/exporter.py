@@ -120,12 +120,15 @@ def _publish_permissions(folder: Path) -> None:
 
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")  # TensorRT engines: built on a device, never deleted here
 _TEMP_DIR = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+_LEGACY_TEMP_DIR = re.compile(r"^\.(?P<name>.+)\.tmp-[a-z0-9_]{8}$")  # before pids were in the name
+LEGACY_STALE_S = 6 * 3600
 
 
 def remove_stale_workdirs(out: Path, log: Callable[[str], None] = print) -> list[Path]:
     """Delete the hidden ``.<out>.tmp-<pid>-*`` / ``.<out>.old-<pid>-*`` folders beside ``out`` left
-    by exports that were killed (SIGKILL, power loss) while their pid is gone. They only ever hold
-    files pkdn-export wrote (user files never move into them)."""
+    by exports that were killed (SIGKILL, power loss) while their pid is gone, and the older
+    ``.<out>.tmp-<random>`` ones (no pid; earlier versions) untouched for 6 hours. They only ever
+    hold files pkdn-export wrote (user files never move into them)."""
     removed = []
     try:
         entries = list(out.parent.iterdir()) if out.parent.is_dir() else []
@@ -134,6 +137,16 @@ def remove_stale_workdirs(out: Path, log: Callable[[str], None] = print) -> list
     for e in entries:
         m = _TEMP_DIR.match(e.name)
         if m and m.group("name") == out.name and e.is_dir() and not pid_alive(int(m.group("pid"))):
+            shutil.rmtree(e, ignore_errors=True)
+            removed.append(e)
+            continue
+        m = _LEGACY_TEMP_DIR.match(e.name)
+        try:
+            old = m is not None and m.group("name") == out.name and e.is_dir() and \
+                time.time() - e.stat().st_mtime > LEGACY_STALE_S
+        except OSError:
+            old = False
+        if old:
             shutil.rmtree(e, ignore_errors=True)
             removed.append(e)
     if removed:

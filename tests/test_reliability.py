@@ -528,6 +528,9 @@ def test_work_folders_of_a_killed_export_are_removed_by_the_next(tmp_path, capsy
     dead = 2 ** 22 + 12345
     (tmp_path / f".art.tmp-{dead}-k1ll3d").mkdir()
     (tmp_path / f".art.tmp-{dead}-k1ll3d" / "model.onnx").write_bytes(b"half")
+    legacy = tmp_path / ".art.tmp-ab12cd34"  # killed before pids were in the name: removed once 6 h old
+    legacy.mkdir()
+    os.utime(legacy, (time.time() - 7 * 3600, time.time() - 7 * 3600))
     rc, _, err = _export_cli(["--target", "onnx", "--weights", str(w), "--out", str(tmp_path / "art"),
                               "--verify-synthetic"], capsys)
     assert rc == 0, err
