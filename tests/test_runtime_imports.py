@@ -15,7 +15,8 @@ sys.meta_path.insert(0, Block())
 RUNTIME_MODULES = ["pkdn_edge", "pkdn_edge.metrics", "pkdn_edge.errors", "pkdn_edge.imageio",
                    "pkdn_edge.face", "pkdn_edge.face.align", "pkdn_edge.face.detector",
                    "pkdn_edge.face.tracking", "pkdn_edge.pipeline", "pkdn_edge.sources", "pkdn_edge.webcam",
-                   "pkdn_edge.pretrained", "pkdn_edge.manifest", "pkdn_edge.engines",
+                   "pkdn_edge.pretrained", "pkdn_edge.manifest", "pkdn_edge.engines", "pkdn_edge.atomic",
+                   "pkdn_edge.telemetry", "pkdn_edge.engines.openvino", "pkdn_edge.engines.tensorrt",
                    "pkdn_edge.engines.select", "pkdn_edge.loopstats", "pkdn_edge.display", "pkdn_edge.writers",
                    "pkdn_edge.sources.camera", "pkdn_edge.sources.files", "pkdn_edge.sources.demo",
                    "pkdn_edge.sources.gstreamer", "pkdn_edge.face.scan"]
