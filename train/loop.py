@@ -15,6 +15,7 @@ pure function of ``(seed, k)`` and the learning rate a pure function of ``k``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pkdn_edge.atomic import atomic_write_bytes
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.metrics import psnr
 from pkdn_edge.models import PKDN, PKDNConfig, create_model
@@ -262,10 +264,11 @@ class Trainer:
             return
         with log.open(newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= self.step]
-        with log.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(log, buf.getvalue().encode())  # a kill mid-rewrite never loses the log
 
     def _log(self, row: dict) -> None:
         log = self.out / "log.csv"
@@ -354,7 +357,7 @@ class Trainer:
             bar.close()
             save_atomic(self._state(), self.out / "last.pt")
         summary = {"step": self.step, "steps": cfg.steps, "best_val_psnr": self.best, "done": self.step >= cfg.steps}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=2).encode())
         return summary
 
     def student_forward(self, lr: torch.Tensor, prior: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
