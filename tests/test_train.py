@@ -213,8 +213,10 @@ def test_eval_flip_tta_adds_a_mirror_ensembled_row(tmp_path, faces):
     out = tmp_path / "ev"
     assert main(["eval", "--weights", weights, "--faces", str(faces), "--out", str(out), "--threads", "1", "--tta", "flip"]) == 0
     rows = json.loads((out / "eval.json").read_text())["rows"]
-    assert [r["model"] for r in rows] == ["bicubic", "student (run)", "student (run) +flip"]
+    models = ["bicubic", "student (run)", "student (run) +flip"]
+    assert [(r["protocol"], r["model"]) for r in rows] == [("bicubic", m) for m in models] + [("camera", m) for m in models]
     assert rows[2]["psnr_ctcnet"] != rows[1]["psnr_ctcnet"]
+    assert rows[3]["psnr_ctcnet"] < rows[0]["psnr_ctcnet"]  # the camera LR's bicubic is worse than the clean LR's
     model, _ = load_model(weights)
     hr = FaceData.load(faces, hr_size=32).hr[:4]
     lr = to_tensor(np.stack([bicubic_down(x, 4) for x in hr]))
@@ -320,7 +322,8 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
     card = json.loads((out / f"{stem}.json").read_text())
     assert card["role"] == role and card["training"]["steps"] == 6 and card["commands"] == ["pkdn-train ..."]
     assert card["training"]["note"] == "from init"
-    assert [r["model"] for r in card["eval"]["rows"]] == ["bicubic", f"{role} ({stem})"]
+    assert [(r["protocol"], r["model"]) for r in card["eval"]["rows"]] == [
+        (p, m) for p in ("bicubic", "camera") for m in ("bicubic", f"{role} ({stem})")]
     assert ("prior" in card["preprocessing"]) == (role == "teacher")
     assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]
 

@@ -46,7 +46,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise PKDNError("--set overrides a training config: use it with --val-of CONFIG")
 
     run_eval(args.weights, args.faces, args.out, scale=args.scale, grid_faces=args.grid, threads=args.threads,
-             val_of=args.val_of, overrides=args.set, tta=args.tta)
+             val_of=args.val_of, overrides=args.set, tta=args.tta, protocols=tuple(args.protocol))
     return 0
 
 
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scale", type=int, default=None, help="check that every checkpoint has this scale")
     e.add_argument("--grid", type=int, default=6, help="faces shown in the grid image")
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--protocol", nargs="+", choices=("bicubic", "camera"), default=["bicubic", "camera"],
+                   help="LR protocols: bicubic (paper: PIL bicubic ↓s) and/or camera (the frozen camera "
+                        "degradation set, train/camera.py); each gets its own bicubic baseline row")
     e.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="flip: add a row per student with mirror self-ensembling (twice the compute)")
     return p

@@ -1,7 +1,12 @@
-"""``pkdn-train eval``: PSNR/SSIM of checkpoints against bicubic on aligned HR faces + a grid image.
+"""``pkdn-train eval``: PSNR/SSIM of checkpoints against bicubic on aligned HR faces + grid images.
 
-Protocol (``../shared/design/PKDN.md`` §4): LR = PIL bicubic ↓s (antialiased), bicubic baseline =
-PIL bicubic ↑s, metrics on the Y channel; both the CTCNet (no crop) and DIC (8-px crop) columns.
+Two LR protocols, each with its own bicubic baseline (PIL bicubic ↑s of the *same* LR):
+
+* ``bicubic`` — the paper's (``../shared/design/PKDN.md`` §4): LR = PIL bicubic ↓s (antialiased).
+* ``camera`` — the frozen camera protocol (:func:`pkdn_edge.train.camera.camera_protocol_lr`,
+  version ``CAMERA_PROTOCOL_VERSION``): each face degraded once by the camera model with its own seed.
+
+Metrics on the Y channel; both the CTCNet (no crop) and DIC (8-px crop) columns.
 Teachers are evaluated with landmark priors computed from the HR face (their upper reference).
 """
 
@@ -19,6 +24,7 @@ from pkdn_edge.metrics import evaluate_pair
 from pkdn_edge.models.checkpoint import load_model
 
 from .data import FaceData, to_tensor, to_uint8
+from .camera import CAMERA_PROTOCOL_VERSION, PROTOCOLS, protocol_lr
 from .degradations import bicubic_down, bicubic_up
 
 METRIC_KEYS = ("psnr_ctcnet", "ssim_ctcnet", "psnr_dic", "ssim_dic")
@@ -31,9 +37,11 @@ def _mean_metrics(outs: np.ndarray, hr: np.ndarray) -> dict[str, float]:
 
 @torch.no_grad()
 def super_resolve(
-    model, hr: np.ndarray, scale: int, priors: np.ndarray | None = None, batch: int = 32, tta: str = "none"
+    model, hr: np.ndarray, scale: int, priors: np.ndarray | None = None, batch: int = 32, tta: str = "none",
+    lr_faces: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Run ``model`` on the protocol LR of faces (N,H,W,3) uint8 RGB → SR (N,H,W,3) uint8.
+    """Run ``model`` on LR faces → SR (N,H,W,3) uint8: ``lr_faces`` (N,h,w,3) when given, else the
+    paper protocol's LR (PIL bicubic ↓s) of the HR faces ``hr`` (N,H,W,3) uint8 RGB.
 
     ``tta="flip"``: the mean of the outputs for each face and its left-right mirror (mirrored
     back), as :class:`pkdn_edge.engines.Engine` does with ``tta="flip"``.
@@ -42,9 +50,11 @@ def super_resolve(
         raise PKDNError(f"unknown tta {tta!r}; choose 'none' or 'flip'")
     if tta != "none" and priors is not None:
         raise PKDNError("tta is for students: a teacher's parsing prior has left/right regions a mirror would swap")
+    if lr_faces is None:
+        lr_faces = np.stack([bicubic_down(x, scale) for x in hr])
     outs = []
     for i in range(0, len(hr), batch):
-        lr = to_tensor(np.stack([bicubic_down(x, scale) for x in hr[i : i + batch]]))
+        lr = to_tensor(lr_faces[i : i + batch])
         p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255)
         sr = model(lr, p)
         if tta == "flip":
@@ -86,13 +96,18 @@ def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndar
 def run_eval(
     weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2,
     val_of: str | None = None, overrides: list[str] | None = None, tta: str = "none",
+    protocols: tuple[str, ...] = PROTOCOLS,
 ) -> dict:
-    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}.png`` under ``out``.
+    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}[_{protocol}].png`` under ``out``.
 
-    ``val_of`` (a training config, with ``overrides``) evaluates on that config's held-out
-    validation faces instead of the ``faces`` folder: the set to compare and select models on.
-    ``tta="flip"`` adds a row per model with mirror self-ensembling (:func:`super_resolve`).
+    ``protocols``: the LR protocols to run (``bicubic``, ``camera``; both by default), each with
+    its own bicubic row. ``val_of`` (a training config, with ``overrides``) evaluates on that
+    config's held-out validation faces instead of the ``faces`` folder: the set to compare and
+    select models on. ``tta="flip"`` adds a row per model with mirror self-ensembling.
     """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        raise PKDNError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
     torch.set_num_threads(threads)
     if val_of:
         hr = validation_faces(val_of, overrides)
@@ -109,46 +124,55 @@ def run_eval(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    teacher_priors = None
     rows: list[dict] = []
-    grids: dict[int, dict[str, np.ndarray]] = {}
     for s in sorted({m.cfg.scale for _, m in models}):
-        lr = np.stack([bicubic_down(x, s) for x in hr])
-        bic = np.stack([bicubic_up(x, s) for x in lr])
-        base = _mean_metrics(bic, hr)
-        rows.append({"scale": s, "model": "bicubic", "weights": "", **base, "gain_db": 0.0})
-        grid = {f"LR x{s}": np.stack([cv2.resize(x, hr.shape[1:3][::-1], interpolation=cv2.INTER_NEAREST) for x in lr]),
-                "bicubic": bic}
-        for w, model in ((w, m) for w, m in models if m.cfg.scale == s):
-            priors = None
-            if model.cfg.role == "teacher":
-                from .priors import compute_priors
+        for protocol in protocols:
+            lr = protocol_lr(hr, s, protocol)
+            bic = np.stack([bicubic_up(x, s) for x in lr])
+            base = _mean_metrics(bic, hr)
+            rows.append({"scale": s, "protocol": protocol, "model": "bicubic", "weights": "", **base, "gain_db": 0.0})
+            grid = {f"LR x{s}": np.stack([cv2.resize(x, hr.shape[1:3][::-1], interpolation=cv2.INTER_NEAREST) for x in lr]),
+                    "bicubic": bic}
+            for w, model in ((w, m) for w, m in models if m.cfg.scale == s):
+                priors = None
+                if model.cfg.role == "teacher":
+                    if teacher_priors is None:
+                        from .priors import compute_priors
 
-                priors = compute_priors(np.ascontiguousarray(hr[..., ::-1]), cache_dir=None)
-            sr = super_resolve(model, hr, s, priors)
-            m = _mean_metrics(sr, hr)
-            tag = Path(w).parent.name if Path(w).stem in ("best", "last") else Path(w).stem
-            name = f"{model.cfg.role} ({tag})"
-            rows.append({"scale": s, "model": name, "weights": w, **m, "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
-            grid[name] = sr
-            if tta != "none" and model.cfg.role == "student":
-                m = _mean_metrics(super_resolve(model, hr, s, priors, tta=tta), hr)
-                rows.append({"scale": s, "model": f"{name} +{tta}", "weights": w, **m,
-                             "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
-        grid["HR"] = hr
-        grids[s] = grid
-        cv2.imwrite(str(out_dir / f"grid_x{s}.png"), make_grid(grid, grid_faces)[..., ::-1])
+                        teacher_priors = compute_priors(np.ascontiguousarray(hr[..., ::-1]), cache_dir=None)
+                    priors = teacher_priors
+                tag = Path(w).parent.name if Path(w).stem in ("best", "last") else Path(w).stem
+                name = f"{model.cfg.role} ({tag})"
+                variants = [("none", name)] + ([(tta, f"{name} +{tta}")] if tta != "none" and model.cfg.role == "student" else [])
+                for t, label in variants:
+                    sr = super_resolve(model, hr, s, priors, tta=t, lr_faces=lr)
+                    m = _mean_metrics(sr, hr)
+                    rows.append({"scale": s, "protocol": protocol, "model": label, "weights": w, **m,
+                                 "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
+                    if t == "none":
+                        grid[name] = sr
+            grid["HR"] = hr
+            suffix = "" if protocol == "bicubic" else f"_{protocol}"
+            grid_path = out_dir / f"grid_x{s}{suffix}.png"
+            if not cv2.imwrite(str(grid_path), make_grid(grid, grid_faces)[..., ::-1]):
+                raise PKDNError(f"could not write {grid_path}")
 
-    report = {"faces": str(faces), "num_faces": len(hr), "protocols": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
+    report = {"faces": str(faces), "num_faces": len(hr), "protocols": list(protocols),
+              "camera_protocol_version": CAMERA_PROTOCOL_VERSION,
+              "metrics": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     lines = [
-        f"Evaluated on {len(hr)} faces from `{faces}` (LR = PIL bicubic ↓s; Y channel).",
+        f"Evaluated on {len(hr)} faces from `{faces}` (Y channel). Protocols: `bicubic` = LR by PIL bicubic ↓s "
+        f"(paper); `camera` = the frozen camera protocol v{CAMERA_PROTOCOL_VERSION} (train/camera.py). "
+        "Gains are over PIL bicubic ↑s of the same LR.",
         "",
-        "| scale | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) | gain vs bicubic |",
-        "|---|---|---|---|---|---|---|",
+        "| scale | protocol | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) | gain vs bicubic |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| ×{r['scale']} | {r['model']} | {r['psnr_ctcnet']:.2f} | {r['ssim_ctcnet']:.4f} | "
+            f"| ×{r['scale']} | {r['protocol']} | {r['model']} | {r['psnr_ctcnet']:.2f} | {r['ssim_ctcnet']:.4f} | "
             f"{r['psnr_dic']:.2f} | {r['ssim_dic']:.4f} | {r['gain_db']:+.2f} dB |"
         )
     (out_dir / "eval.md").write_text("\n".join(lines) + "\n")

@@ -40,7 +40,7 @@ from .degradations import bicubic_down
 from .losses import FeatureAdapters, feat_weight, feature_distillation
 from .warmstart import student_from_teacher
 
-LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "val_psnr", "val_bicubic", "val_camera", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "data_s", "val_psnr", "val_bicubic", "val_camera", "elapsed_s"]
 
 
 def train_val_split(data: FaceData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -285,10 +285,12 @@ class Trainer:
         lr_now = learning_rate(step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr_now
+        t_data = time.perf_counter()
         b = {
             k: v.to(self.device, memory_format=self.memory_format)
             for k, v in self.sampler.batch(step, cfg.batch_size).items()
         }
+        t_data = time.perf_counter() - t_data  # the loader's share of the step (logged as data_s)
         prior = b.get("prior") if cfg.role == "teacher" else None
         with self._autocast():
             sr, feats = self.student_forward(b["lr"], prior)
@@ -296,7 +298,7 @@ class Trainer:
         l1 = F.l1_loss(sr, b["hr"])
         pixel = F.mse_loss(sr, b["hr"]) if cfg.pixel_loss == "mse" else l1
         loss = cfg.w_pixel * pixel
-        stats = {"l1": l1.item(), "lr": lr_now}
+        stats = {"l1": l1.item(), "lr": lr_now, "data_s": t_data}
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
                 sr_t, feats_t = self.teacher.forward_features(b["lr"], b["prior"])
