@@ -328,7 +328,7 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
     assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "train" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((REPO / "train" / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_config_loads_and_the_committed_weights_it_names_fit(path, monkeypatch):
     """Each config in train/configs parses, and a teacher / init file it names inside the repo (not a
     run folder of the user's) exists and is a network of the config's scale and the right role."""
