@@ -289,3 +289,51 @@ def protocol_lr(hr: np.ndarray, scale: int, protocol: str) -> np.ndarray:
 
 
 PROTOCOLS = ("bicubic", "camera")
+
+
+# ---------------------------------------------------------------------- a figure of examples
+def example_figure(hr: np.ndarray, draws: int = 5, seed: int = 0) -> np.ndarray:
+    """One RGB figure per HR face (128×128): row ×4 and row ×8, each ``HR | clean LR | draws`` of the
+    default training degradation (without clean pairs), LR shown with nearest-neighbour ↑s."""
+    deg = CameraDegradation(p_clean=0.0)
+    rows = []
+    for face_i, face in enumerate(hr):
+        for s in (4, 8):
+            rng = np.random.default_rng([seed, face_i, s])
+            tiles = [face, bicubic_down(face, s)] + [deg(face, s, rng) for _ in range(draws)]
+            up = [t if t.shape[0] == face.shape[0] else cv2.resize(t, face.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+                  for t in tiles]
+            rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in up], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from pkdn_edge.errors import run_cli
+
+    p = argparse.ArgumentParser(prog="python -m pkdn_edge.train.camera",
+                                description="Write a figure of camera-degradation examples (HR | clean LR | draws, ×4 and ×8).")
+    p.add_argument("--faces", required=True, help="folder of aligned 128×128 faces (e.g. pkdn-prepare output)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--max-faces", type=int, default=2)
+    p.add_argument("--draws", type=int, default=5)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from .data import FaceData
+
+        hr = FaceData.load(args.faces, recursive=False).hr[: args.max_faces]
+        fig = example_figure(hr, args.draws)
+        if not cv2.imwrite(args.out, fig[..., ::-1]):
+            raise PKDNError(f"could not write {args.out}")
+        print(f"wrote {args.out}: per face, rows ×4 and ×8: HR | PIL-bicubic LR | {args.draws} camera draws")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
