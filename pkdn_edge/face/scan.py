@@ -31,6 +31,7 @@ frame px (pixel centres at integers). Runs without torch (numpy + cv2 + onnxrunt
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -77,7 +78,8 @@ class ScanDetector:
     bounded cost per call (see the module docstring).
 
     Args:
-        base: the RetinaFace detector to run (its own resizing is turned off: ``max_side=0``).
+        base: the RetinaFace detector to run (a shallow copy with its own resizing turned off,
+            ``max_side=0``, sharing the session once created).
         min_iod: the smallest eye distance (frame px) to find; the webcam's default 8 px is the
             smallest face the x4 model's 32x32 input (eyes 10.75 px apart) is meant for.
         tile: tile side in network px. ``coarse_side``: long side of the coarse slot (network px).
@@ -92,8 +94,8 @@ class ScanDetector:
                  roi_iod: float = 24.0, max_scale: float = 2.0, scan_every: int = 2) -> None:
         if not min_iod > 0:
             raise PKDNError(f"the smallest face to find must have eyes > 0 px apart, got {min_iod}")
-        self.base = base
-        base.max_side = 0
+        self.base = copy.copy(base)  # the caller's detector keeps its own settings
+        self.base.max_side = 0
         self.min_iod, self.tile, self.coarse_side = float(min_iod), int(tile), int(coarse_side)
         self.roi_iod, self.max_scale = float(roi_iod), float(max_scale)
         self.scan_every = max(1, int(scan_every))
