@@ -42,7 +42,9 @@ class TrainConfig:
     data_limit: int = 0              # use only the first N images (0 = all); for smoke tests
     hr_size: int = 128
     # distillation (student only)
-    teacher: str = ""                # teacher checkpoint; empty = no distillation (the ablation)
+    teacher: str = ""                # teacher checkpoint; empty = no distillation (the ablation). A student
+                                     # checkpoint of the same scale works too (distilled without a prior), e.g.
+                                     # the unpruned student when fine-tuning its pruned copy (pkdn-compress)
     w_pixel: float = 1.0             # pixel loss D(SR_s, HR), D = pixel_loss
     pixel_loss: str = "l1"           # "l1", or "mse" (the quantity PSNR measures; for a final fine-tune)
     w_feat: float = 1.0              # per-stage feature distillation, start weight

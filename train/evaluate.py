@@ -30,9 +30,13 @@ from .degradations import bicubic_down, bicubic_up
 METRIC_KEYS = ("psnr_ctcnet", "ssim_ctcnet", "psnr_dic", "ssim_dic")
 
 
-def _mean_metrics(outs: np.ndarray, hr: np.ndarray) -> dict[str, float]:
+def mean_metrics(outs: np.ndarray, hr: np.ndarray) -> dict[str, float]:
+    """Mean PSNR/SSIM (:data:`METRIC_KEYS`) of outputs (N,H,W,3) uint8 against HR faces (N,H,W,3)."""
     per = [evaluate_pair(o, h) for o, h in zip(outs, hr)]
     return {k: float(np.mean([m[k] for m in per])) for k in METRIC_KEYS}
+
+
+_mean_metrics = mean_metrics  # the former private name
 
 
 @torch.no_grad()

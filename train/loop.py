@@ -38,7 +38,7 @@ from .camera import protocol_lr
 from .data import BatchSampler, FaceData, face_sharpness, split_indices, to_tensor, to_uint8
 from .degradations import bicubic_down
 from .losses import FeatureAdapters, feat_weight, feature_distillation
-from .warmstart import student_from_teacher
+from .student_init import student_from_teacher
 
 LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "data_s", "val_psnr", "val_bicubic", "val_camera", "elapsed_s"]
 
@@ -158,13 +158,15 @@ class Trainer:
 
         self.teacher: PKDN | None = None
         if cfg.role == "student" and cfg.teacher:
+            # the distillation source: a teacher (LR + prior), or a student (LR only), e.g. the
+            # unpruned student a pruned one is fine-tuned from (pkdn-compress)
             self.teacher, _ = load_model(cfg.teacher)
-            if self.teacher.cfg.scale != cfg.scale or self.teacher.cfg.role != "teacher":
+            if self.teacher.cfg.scale != cfg.scale:
                 raise PKDNError(
                     f"{cfg.teacher} is a ×{self.teacher.cfg.scale} {self.teacher.cfg.role}; need a ×{cfg.scale} teacher"
                 )
             self.teacher.to(self.device).eval().requires_grad_(False)
-        needs_priors = cfg.role == "teacher" or self.teacher is not None
+        needs_priors = cfg.role == "teacher" or (self.teacher is not None and self.teacher.cfg.role == "teacher")
         self.priors = load_priors(self.train_data, cfg) if needs_priors else None
         self.val_priors = load_priors(self.val_data, cfg) if cfg.role == "teacher" else None
 
@@ -214,7 +216,7 @@ class Trainer:
 
     def _student_from_teacher(self, teacher: PKDN) -> PKDN:
         """``cfg.init`` is a teacher: the student starts as that teacher with its mean training prior
-        folded in (:func:`~pkdn_edge.train.warmstart.student_from_teacher`), over 256 seeded faces."""
+        folded in (:func:`~pkdn_edge.train.student_init.student_from_teacher`), over 256 seeded faces."""
         priors = self.priors if self.priors is not None else load_priors(self.train_data, self.cfg)
         pick = np.random.default_rng(self.cfg.seed).choice(len(priors), min(256, len(priors)), replace=False)
         return student_from_teacher(teacher, torch.from_numpy(priors[np.sort(pick)]).float().div(255))
@@ -301,7 +303,7 @@ class Trainer:
         stats = {"l1": l1.item(), "lr": lr_now, "data_s": t_data}
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
-                sr_t, feats_t = self.teacher.forward_features(b["lr"], b["prior"])
+                sr_t, feats_t = self.teacher.forward_features(b["lr"], b.get("prior"))  # no prior: a student source
             sr_t, feats_t = sr_t.float(), [f.float() for f in feats_t]
             fd = feature_distillation(self.adapters(feats), feats_t)
             od = F.l1_loss(sr, sr_t)
