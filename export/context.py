@@ -1,4 +1,6 @@
-"""What every target exporter receives (:class:`ExportContext`) and returns (:class:`TargetResult`)."""
+"""What every target exporter receives (:class:`ExportContext`) and returns (:class:`TargetResult`).
+
+:class:`~.settings.CalibOptions` is defined in the torch-free :mod:`.settings` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,32 +11,7 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
-from .quantize import Int8Settings
-
-
-@dataclass
-class CalibOptions:
-    """INT8 calibration options from the CLI.
-
-    Attributes:
-        folder: aligned faces (None: ``shared/faces/train``).
-        size: calibration faces (``--calib-size``).
-        synthetic: generated faces instead (CI/tests only).
-        settings: NNCF settings; ``auto_ignore`` tries :func:`~.quantize.default_candidates` on
-            held-out faces and keeps the one with the fewest float groups within ``max_drop`` dB.
-        accuracy_control: OpenVINO path only: ``nncf.quantize_with_accuracy_control`` starting from
-            ``settings``; ops are reverted to float until the mean PSNR drop on the held-out
-            selection faces is at most ``max_drop`` dB.
-    """
-
-    folder: Path | None = None
-    size: int = 300
-    synthetic: bool = False
-    settings: Int8Settings = field(default_factory=Int8Settings)
-    auto_ignore: bool = False
-    max_drop: float = 0.1
-    select_size: int = 64
-    accuracy_control: bool = False
+from .settings import CalibOptions
 
 
 @dataclass
@@ -65,6 +42,7 @@ class ExportContext:
         int8_model: a ready INT8 PyTorch model (QAT) to export for ``precision == "int8"`` instead
             of quantizing ``model`` (the fp32 reference for verification) here.
         log: progress printer (one line per step).
+        builder: ``--target tensorrt``: who builds the engine here (:data:`.settings.BUILDERS`).
     """
 
     model: nn.Module
@@ -81,6 +59,7 @@ class ExportContext:
     calib: CalibOptions = field(default_factory=CalibOptions)
     log: Callable[[str], None] = print
     int8_model: QuantizedModel | None = None
+    builder: str = "auto"
     _faces: Any = None
 
     def onnx_metadata(self) -> dict[str, Any]:
@@ -109,7 +88,11 @@ class TargetResult:
             this machine).
         extras: target-specific manifest facts (quantization settings, build commands, ...).
         notes: lines printed after the summary (e.g. "build the engine on the device").
-        checks: additional pass/fail checks, e.g. ``{"tensorrt_lint": []}`` (lists = violations).
+        checks: additional pass/fail checks, e.g. ``{"tensorrt_lint": []}`` (lists = violations);
+            ``build_engine``: the engine builder the exporter runs once the manifest exists.
+        engine_file: a ready engine (relative to ``workdir``).
+        also_verify: other model files that ship and must pass the same parity check as
+            ``model_file`` (the tensorrt target's fp32-graph ONNX beside ``model_fp16.onnx``).
     """
 
     model_file: str
@@ -118,3 +101,4 @@ class TargetResult:
     notes: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
     engine_file: str | None = None
+    also_verify: list[str] = field(default_factory=list)

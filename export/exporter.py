@@ -1,13 +1,18 @@
 """One export, start to finish: :func:`run_export` (the Python API behind ``pkdn-export``).
 
+The request is an :class:`~.settings.ExportRequest` (torch-free, like everything ``pkdn-export --help``
+needs).
+
 1. check the target/precision against :data:`.formats.FORMATS` and the tools installed;
 2. load the checkpoint (the shipped student for the scale by default);
 3. write everything into a temporary folder **beside** the output folder;
 4. the target module writes its files (``<module>.export(ctx)``);
 5. ``manifest.json`` (sha256 of every file, shapes, normalization, tools);
-6. on a TensorRT machine, build and register the engine;
+6. on a machine with a TensorRT engine builder (``--builder``, :mod:`.trt_builders`), build and
+   register the engine;
 7. verification: load the artifact through :func:`pkdn_edge.engines.load_engine` (so the
-   manifest path is exercised too) and compare with PyTorch (:mod:`.verify`); past tolerance →
+   manifest path is exercised too) and compare with PyTorch (:mod:`.verify`); every other model
+   file the target lists (``TargetResult.also_verify``) gets the same check; past tolerance →
    :class:`PKDNError`;
 8. move the new files into the output folder (:func:`_install`): over an older artifact, only the
    files that export wrote are replaced; the user's files and every TensorRT engine stay, and the
@@ -38,13 +43,14 @@ import numpy as np
 import torch
 
 from pkdn_edge.atomic import pid_alive
-from pkdn_edge.errors import MissingDependencyError, PKDNError
+from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import MANIFEST_NAME, Manifest, add_file, read_manifest, sha256_file, write_manifest
 from pkdn_edge.models import PRESETS
 from pkdn_edge.models.checkpoint import load_model
 
-from .context import CalibOptions, ExportContext, QuantizedModel, TargetResult
+from .context import CalibOptions, ExportContext, TargetResult
 from .formats import ExportFormat, get_format
+from .settings import ExportRequest
 from .verify import Parity
 
 TOOLS = ("pkdn-edge", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
@@ -65,6 +71,17 @@ class ExportReport:
     latency_ms: float | None = None
     notes: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
+    files: list[FileRow] = field(default_factory=list)
+
+
+@dataclass
+class FileRow:
+    """One model file of an artifact with several (the tensorrt target): its own size and parity."""
+
+    name: str
+    size_bytes: int
+    parity: Parity | None
+    latency_ms: float | None = None
 
 
 def default_out(target: str, precision: str, scale: int) -> Path:
@@ -334,74 +351,109 @@ def _benchmark(engine: Any, runs: int = 30) -> float:
     return float(np.median(times) * 1e3)
 
 
-def run_export(target: str, precision: str | None = None, weights: str | Path | None = None, scale: int | None = None,
-               out: str | Path | None = None, batch: int | None = 1, calib: CalibOptions | None = None,
-               threads: int = 2, verify: bool = True, verify_faces: str | Path | None = None,
-               verify_synthetic: bool = False, opset: int = 17, benchmark: bool = True,
-               log: Callable[[str], None] = print, int8_model: QuantizedModel | None = None) -> ExportReport:
-    """Export a PKDN checkpoint to ``target`` (see the module docstring). ``batch=None``: dynamic batch.
+def run_export(request: ExportRequest | str, *args: Any, **options: Any) -> ExportReport:
+    """Export a PKDN checkpoint (see the module docstring) as an :class:`~.settings.ExportRequest`.
 
+    A target name instead of a request is shorthand for ``ExportRequest(target, *args, **options)``
+    (``run_export("onnx", "fp32", "w.pt", out=..., batch=None)``; ``batch=None``: dynamic batch).
     ``int8_model``: for ``precision="int8"`` on the ``onnx``/``openvino``/``tensorrt`` targets, ship
     this already-quantized model of the checkpoint (e.g. after QAT) instead of calibrating anew;
     the checkpoint stays the fp32 reference of the verification."""
-    t0 = time.perf_counter()
-    fmt: ExportFormat = get_format(target)
-    precision = precision or fmt.precisions[0]
+    if isinstance(request, str):
+        if len(args) > 2:
+            raise TypeError("run_export(target, precision, weights, **options): pass the rest by keyword")
+        request = ExportRequest(request, *args, **options)
+    elif args or options:
+        raise TypeError("run_export(ExportRequest) takes no further arguments")
+    return _run(request)
+
+
+def _check_request(req: ExportRequest) -> tuple[ExportFormat, str]:
+    """The format row and the precision; refuses what cannot run here before anything is loaded."""
+    fmt: ExportFormat = get_format(req.target)
+    precision = req.precision or fmt.precisions[0]
     if precision not in fmt.precisions:
-        raise PKDNError(f"target {target} supports precisions {', '.join(fmt.precisions)}, not {precision}")
-    missing = fmt.missing(precision)
-    if missing:
-        extra = "openvino" if missing[0] == "openvino" else "export"
-        raise MissingDependencyError(missing[0], extra, f"--target {target} --precision {precision}")
-    if batch is not None and batch < 1:
-        raise PKDNError(f"--batch must be >= 1, got {batch}")
-    calib = calib or CalibOptions()
-    if calib.folder is not None and not Path(calib.folder).is_dir():
-        raise PKDNError(f"--calib folder {calib.folder} does not exist")
-    model, meta, weights = _load(Path(weights) if weights else None, scale)
+        raise PKDNError(f"target {req.target} supports precisions {', '.join(fmt.precisions)}, not {precision}")
+    fmt.require(precision)
+    req.check()
+    return fmt, precision
+
+
+def _run(req: ExportRequest) -> ExportReport:
+    t0 = time.perf_counter()
+    fmt, precision = _check_request(req)
+    calib = req.calib or CalibOptions()
+    model, meta, weights = _load(Path(req.weights) if req.weights else None, req.scale)
     scale = model.cfg.scale
-    out = Path(out) if out else default_out(target, precision, scale)
+    out = Path(req.out) if req.out else default_out(req.target, precision, scale)
     parent = _prepare_out(out)
-    remove_stale_workdirs(out, log)
-    torch.set_num_threads(max(1, threads))
+    remove_stale_workdirs(out, req.log)
+    torch.set_num_threads(max(1, req.threads))
     n = 128 // scale
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     scratch = Path(tempfile.mkdtemp(prefix="pkdn-export-"))
-    log = heartbeat = Heartbeat(log).start()  # "... still <step>" every 30 s of silence
+    log = heartbeat = Heartbeat(req.log).start()  # "... still <step>" every 30 s of silence
     try:
         ctx = ExportContext(model=model, meta=meta, weights=weights, scale=scale, lr_size=(n, n), precision=precision,
-                            batch=batch, workdir=tmp, scratch=scratch, threads=threads, opset=opset, calib=calib, log=log,
-                            int8_model=int8_model if precision == "int8" else None)
-        log(f"exporting {weights.name} (x{scale}) to {target} {precision} ...")
+                            batch=req.batch, workdir=tmp, scratch=scratch, threads=req.threads, opset=req.opset,
+                            calib=calib, log=log, int8_model=req.int8_model if precision == "int8" else None,
+                            builder=req.builder)
+        log(f"exporting {weights.name} (x{scale}) to {req.target} {precision} ...")
         module = importlib.import_module(f"pkdn_edge.export.{fmt.module}")
         result: TargetResult = module.export(ctx)
-        manifest = _manifest(ctx, fmt, result)
-        write_manifest(manifest, tmp)
+        write_manifest(_manifest(ctx, fmt, result), tmp)
         backend = result.verify_backend
         if result.checks.get("build_engine"):
-            backend = _build_trt_engine(tmp, log) or backend
-        manifest = read_manifest(tmp)
-        parity, latency = None, None
-        if verify and backend:
-            parity, latency = _verify(tmp, backend, model, threads, verify_faces, verify_synthetic, benchmark, log)
-            manifest.verification = parity.to_dict() | ({"latency_ms_b1": round(latency, 3)} if latency else {})
-            write_manifest(manifest, rehash=False)
-            if not parity.passed:
-                raise PKDNError(f"verification failed for {target} {precision} ({parity.backend}, {parity.faces}): "
-                                f"{parity.failure()}; nothing was written to {out}")
-        elif verify:
-            result.notes.append("not verified: no backend on this machine can run this artifact")
+            backend = _build_trt_engine(tmp, result.checks["build_engine"], model, log,
+                                        req.exported_program) or backend
+        parity, latency, rows = _verify_all(tmp, out, backend, result, model, req, log)
         _publish_permissions(tmp)
-        kept = _install(tmp, out, manifest)
-        result.notes.extend(kept)
+        result.notes.extend(_install(tmp, out, read_manifest(tmp)))
         manifest = read_manifest(out, verify=False)
         size = sum(manifest.path(f).stat().st_size for f in [*manifest.files, MANIFEST_NAME])
-        return ExportReport(target, precision, scale, out, manifest.model_file, size, time.perf_counter() - t0,
-                            parity, latency, result.notes, manifest)
+        for r in rows:
+            r.size_bytes = manifest.path(r.name).stat().st_size
+        return ExportReport(req.target, precision, scale, out, manifest.model_file, size, time.perf_counter() - t0,
+                            parity, latency, result.notes, manifest, rows)
     finally:
         heartbeat.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _verify_all(tmp: Path, out: Path, backend: str | None, result: TargetResult, model: torch.nn.Module,
+                req: ExportRequest, log: Callable[[str], None]) -> tuple[Parity | None, float | None, list[FileRow]]:
+    """Parity of the artifact (and of ``result.also_verify``), recorded in the manifest; past
+    tolerance → :class:`PKDNError`. Returns (parity, latency, per-file rows when there are several)."""
+    manifest = read_manifest(tmp)
+    if not (req.verify and backend):
+        if req.verify:
+            result.notes.append("not verified: no backend on this machine can run this artifact")
+        return None, None, []
+    parity, latency = _verify(tmp, backend, model, req.threads, req.verify_faces, req.verify_synthetic,
+                              req.benchmark, log)
+    main = manifest.model_file
+    others = list(result.also_verify)
+    if result.verify_backend and backend != result.verify_backend:  # an engine was built: check its ONNX too
+        main, others = manifest.engine_file or main, [manifest.model_file, *others]
+    rows = []
+    for name in others:
+        p, ms = _verify(tmp, result.verify_backend or backend, model, req.threads, req.verify_faces,
+                        req.verify_synthetic, req.benchmark, log, model_file=name)
+        rows.append(FileRow(name, 0, p, ms))
+    files = {r.name: r.parity.to_dict() for r in rows if r.parity}
+    if rows:
+        rows = sorted([FileRow(main, 0, parity, latency), *rows], key=lambda r: (r.name.endswith(ENGINE_SUFFIXES),
+                                                                                 r.name))
+    manifest.verification = parity.to_dict() | ({"latency_ms_b1": round(latency, 3)} if latency else {}) \
+        | ({"files": files} if files else {})
+    write_manifest(manifest, rehash=False)
+    bad = [(n, p) for n, p in [(main, parity), *((r.name, r.parity) for r in rows)] if p is not None and not p.passed]
+    if bad:
+        name, p = bad[0]
+        raise PKDNError(f"verification failed for {req.target} {manifest.precision} ({p.backend}, {p.faces}"
+                        f"{'' if name == main else ', ' + name}): {p.failure()}; nothing was written to {out}")
+    return parity, latency, rows
 
 
 def _manifest(ctx: ExportContext, fmt: ExportFormat, result: TargetResult) -> Manifest:
@@ -418,25 +470,25 @@ def _manifest(ctx: ExportContext, fmt: ExportFormat, result: TargetResult) -> Ma
     )
 
 
-def _build_trt_engine(folder: Path, log: Callable[[str], None]) -> str | None:
-    from pkdn_edge.engines.tensorrt import build_engine_file, register_engine
+def _build_trt_engine(folder: Path, builder: str, model: torch.nn.Module, log: Callable[[str], None],
+                      save_program: bool = False) -> str | None:
+    from .trt_builders import build_and_register
 
-    log("building the TensorRT engine on this machine ...")
-    path = build_engine_file(read_manifest(folder))
-    register_engine(folder, path, check=False)  # just built by this TensorRT; verification loads it next
-    return "tensorrt"
+    return build_and_register(builder, folder, model, log, save_program)
 
 
 def _verify(folder: Path, backend: str, model: torch.nn.Module, threads: int, faces_dir: str | Path | None,
-            synthetic: bool, benchmark: bool, log: Callable[[str], None]) -> tuple[Parity, float | None]:
+            synthetic: bool, benchmark: bool, log: Callable[[str], None],
+            model_file: str | None = None) -> tuple[Parity, float | None]:
     from pkdn_edge.engines import load_engine
 
     from .data import verification_faces
     from .verify import verify_engine
 
     hr, source = verification_faces(folder=faces_dir, synthetic=synthetic)
-    engine = load_engine(folder, backend=backend, threads=threads)
-    log(f"verifying with {backend} on {source} ...")
+    opts = {"model_file": model_file} if model_file else {}
+    engine = load_engine(folder, backend=backend, threads=threads, **opts)
+    log(f"verifying {model_file + ' ' if model_file else ''}with {backend} on {source} ...")
     parity = verify_engine(engine, model, hr, source)
     latency = _benchmark(engine) if benchmark else None
     engine.close()
@@ -444,14 +496,18 @@ def _verify(folder: Path, backend: str, model: torch.nn.Module, threads: int, fa
 
 
 def summary_table(reports: list[ExportReport]) -> str:
-    """Plain-text summary: target, precision, file, size, max abs diff, PSNR delta, latency, time."""
+    """Plain-text summary: target, precision, file, size, max abs diff, PSNR delta, latency, time.
+    An artifact with several model files (tensorrt: the ONNX per TensorRT generation, the engine)
+    gets one row per file, each with its own size and parity."""
     head = ("target", "precision", "file", "size", "max abs diff", "PSNR delta", "backend", "ms/batch", "time")
     rows = [head]
     for r in reports:
-        p = r.parity
-        rows.append((r.target, r.precision, str(r.out / r.model_file), f"{r.size_bytes / 1e6:.2f} MB",
-                     f"{p.max_abs_diff:.2e}" if p else "-", f"{round(p.psnr_delta, 3) + 0.0:+.3f} dB" if p else "-",
-                     p.backend if p else "-", f"{r.latency_ms:.2f}" if r.latency_ms else "-", f"{r.seconds:.1f} s"))
+        entries = [(r.model_file, r.size_bytes, r.parity, r.latency_ms)] if not r.files else \
+            [(f.name, f.size_bytes, f.parity, f.latency_ms) for f in r.files]
+        for i, (name, size, p, ms) in enumerate(entries):
+            rows.append((r.target, r.precision, str(r.out / name), f"{size / 1e6:.2f} MB",
+                         f"{p.max_abs_diff:.2e}" if p else "-", f"{round(p.psnr_delta, 3) + 0.0:+.3f} dB" if p else "-",
+                         p.backend if p else "-", f"{ms:.2f}" if ms else "-", f"{r.seconds:.1f} s" if i == 0 else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -1,4 +1,5 @@
-"""The export targets as one table: it drives ``pkdn-export``'s choices and help, the docs and the tests.
+"""The export targets as one table: it drives ``pkdn-export``'s choices, options and help, the docs
+and the tests. Torch-free (``pkdn-export --help`` works on a runtime-only install).
 
 =========  =====================  ===========  ====================  ==========================  =========
 target     format                 suffix       precisions            needs                       device
@@ -10,8 +11,12 @@ tensorrt   TensorRT (ONNX→plan)   .onnx/.plan  fp32, fp16, int8      torch, on
                                                                      the device for the engine)
 =========  =====================  ===========  ====================  ==========================  =========
 
-``int8`` also needs ``nncf`` (calibration on aligned faces). :func:`format_table` renders this
-table from :data:`FORMATS` for the CLI help and ``docs/export.md``.
+``int8`` also needs ``nncf`` (calibration on aligned faces). The ``options`` column lists the flags
+only that target takes (``--builder`` for tensorrt, ``--accuracy-control`` for openvino); the CLI
+refuses them elsewhere. ``backend`` names a row of the runtime's one backend table,
+:data:`pkdn_edge.engines.base.BACKENDS` (a test checks both tables agree). :func:`format_table`
+renders this table for the CLI help and ``docs/export.md``. A new target is a row here plus a
+module ``export/<module>.py`` with ``export(ctx) -> TargetResult``.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ class ExportFormat:
         precisions: supported ``--precision`` values (first = default).
         needs: Python packages the export needs (``int8`` adds ``nncf``).
         device: where the artifact runs.
-        backend: the :mod:`pkdn_edge.engines` backend that runs it.
+        backend: the :mod:`pkdn_edge.engines` backend that runs it (a key of ``BACKENDS``).
         module: the ``pkdn_edge.export`` module implementing it (``<module>.export(ctx)``).
+        options: ``pkdn-export`` flags that only this target takes (dest names, e.g. ``builder``).
     """
 
     target: str
@@ -43,11 +49,29 @@ class ExportFormat:
     device: str
     backend: str
     module: str
+    options: tuple[str, ...] = ()
 
     def missing(self, precision: str) -> list[str]:
         """Packages of :attr:`needs` (plus nncf for int8) that are not importable here."""
         pkgs = list(self.needs) + (["nncf"] if precision == "int8" else [])
-        return [p for p in pkgs if importlib.util.find_spec(p) is None]
+        return [p for p in pkgs if not _importable(p)]
+
+    def require(self, precision: str) -> None:
+        """Raise :class:`~pkdn_edge.errors.MissingDependencyError` naming the extra to install
+        when a package this export needs is absent (before anything heavy is imported)."""
+        from pkdn_edge.errors import MissingDependencyError
+
+        missing = self.missing(precision)
+        if missing:
+            extra = "openvino" if missing[0] == "openvino" else "export"
+            raise MissingDependencyError(missing[0], extra, f"--target {self.target} --precision {precision}")
+
+
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 FORMATS: tuple[ExportFormat, ...] = (
@@ -56,9 +80,9 @@ FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("onnx", "ONNX", ".onnx", ("fp32", "fp16", "int8"), ("torch", "onnx"), "CPU/GPU", "onnxruntime",
                  "onnx_export"),
     ExportFormat("openvino", "OpenVINO IR", ".xml", ("fp32", "fp16", "int8"), ("torch", "onnx", "openvino"),
-                 "CPU/iGPU/NPU", "openvino", "openvino_export"),
+                 "CPU/iGPU/NPU", "openvino", "openvino_export", ("accuracy_control",)),
     ExportFormat("tensorrt", "TensorRT (ONNX + engine)", ".onnx/.plan", ("fp32", "fp16", "int8"), ("torch", "onnx"),
-                 "NVIDIA GPU/Jetson", "tensorrt", "tensorrt_export"),
+                 "NVIDIA GPU/Jetson", "tensorrt", "tensorrt_export", ("builder", "exported_program")),
 )
 TARGETS: dict[str, ExportFormat] = {f.target: f for f in FORMATS}
 
@@ -74,9 +98,21 @@ def get_format(target: str) -> ExportFormat:
 
 def format_table() -> str:
     """The table as Markdown (docs) / plain text (``--help``)."""
-    rows = ["| target | format | suffix | precisions | needs | runs on | backend |", "|---|---|---|---|---|---|---|"]
+    rows = ["| target | format | suffix | precisions | needs | runs on | backend | options |",
+            "|---|---|---|---|---|---|---|---|"]
     for f in FORMATS:
         needs = ", ".join(f.needs) + (" (+nncf for int8)" if "int8" in f.precisions else "")
+        opts = ", ".join(option_flag(o) for o in f.options) or "-"
         rows.append(f"| `{f.target}` | {f.name} | `{f.suffix}` | {', '.join(f.precisions)} | {needs} | {f.device} | "
-                    f"{f.backend} |")
+                    f"{f.backend} | {opts} |")
     return "\n".join(rows)
+
+
+def option_flag(dest: str) -> str:
+    """``exported_program`` → ``--exported-program``."""
+    return "--" + dest.replace("_", "-")
+
+
+def target_options() -> set[str]:
+    """Every target-specific option (dest names) of the table."""
+    return {o for f in FORMATS for o in f.options}

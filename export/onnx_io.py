@@ -1,4 +1,5 @@
-"""PyTorch → ONNX for PKDN (fp32 and fp16), the base of every other target.
+"""PyTorch → ONNX for PKDN (fp32 and fp16): the ONNX helpers every target builds on (no target here;
+``--target onnx`` is :mod:`.onnx_export`).
 
 ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter: deterministic node names
 that keep the module path, pixel-shuffle as ``DepthToSpace``, pixel-unshuffle as
@@ -186,29 +187,3 @@ def matmul_skip_path(path: Path, lr_size: tuple[int, int], scale: int, extras: d
         onnx.save(proto, str(path))
         check_onnx(path)
     return path
-
-
-def export(ctx) -> "TargetResult":
-    """``--target onnx``: ``model.onnx`` in fp32, fp16 (fp16 weights/compute, float32 I/O) or int8
-    (symmetric INT8 Q/DQ, the same graph the TensorRT target ships; runs in ONNX Runtime). The fp32
-    model stores weights that are exact in fp16 as fp16 (:func:`store_exact_fp16`: fp32 compute,
-    identical numbers, half the file for the shipped fp16 checkpoints)."""
-    from .context import TargetResult
-
-    dst = ctx.workdir / "model.onnx"
-    extras: dict = {"opset": ctx.opset}
-    if ctx.precision in ("fp32", "fp16"):
-        tmp = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset, ctx.onnx_metadata())
-        matmul_skip_path(tmp, ctx.lr_size, ctx.scale, extras)
-        if ctx.precision == "fp32":
-            proto = onnx.load(str(tmp))
-            extras["fp16_stored_weights"] = store_exact_fp16(proto)
-            onnx.save(proto, str(dst))
-            check_onnx(dst)
-        else:
-            to_fp16(tmp, dst)
-    else:
-        from .tensorrt_export import export_qdq_onnx
-
-        extras.update(export_qdq_onnx(ctx, dst))
-    return TargetResult("model.onnx", "onnxruntime", extras)

@@ -8,7 +8,7 @@ decompresses them and computes in the inference precision hint, f32 by default i
 → Q/DQ ONNX path within 0.01 dB, and it runs with OpenVINO's own int8 kernels. With
 ``calib.accuracy_control`` NNCF's accuracy-controlled PTQ is used instead
 (:func:`.quantize.quantize_openvino_accuracy`). The bicubic skip path is converted as two MatMuls
-(:func:`.onnx_export.matmul_skip_path`): OpenVINO's CPU ``Interpolate`` (cubic) took 0.61 of the
+(:func:`.onnx_io.matmul_skip_path`): OpenVINO's CPU ``Interpolate`` (cubic) took 0.61 of the
 1.85 ms of the INT8 x8 student per face (2 threads, ``PERF_COUNT``); the ``edges`` ignored scope
 keeps the MatMuls in float. Given a ready INT8 PyTorch model (``ctx.int8_model``,
 e.g. after QAT), its Q/DQ ONNX is converted instead (no calibration here).
@@ -25,9 +25,10 @@ from pkdn_edge.errors import MissingDependencyError
 
 from . import telemetry
 from .context import ExportContext, TargetResult
-from .onnx_export import export_onnx, matmul_skip_path
-from .quantize import (Candidate, default_candidates, export_fake_quant_onnx, ignored_weights, pick_best,
-                       quantize_openvino, quantize_openvino_accuracy)
+from .onnx_io import export_onnx, matmul_skip_path
+from .qdq_onnx import export_fake_quant_onnx
+from .quantize import (Candidate, default_candidates, ignored_weights, pick_best, quantize_openvino,
+                       quantize_openvino_accuracy)
 from .verify import mean_psnr, torch_outputs
 
 

@@ -42,7 +42,7 @@ import io
 import logging
 import os
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -58,54 +58,9 @@ from pkdn_edge.errors import MissingDependencyError, PKDNError
 
 from . import telemetry
 from .nncf_ext import use_reference_quantizers
+from .settings import BOUNDARY_GROUPS, IGNORE_GROUPS, PRESETS, Int8Settings, parse_ignore  # noqa: F401 (re-exported)
 
-IGNORE_GROUPS: dict[str, tuple[str, ...]] = {
-    "edges": ("stem", "upsampler.to_rgb"),
-    "shuffle": ("ups.", "downs.", "upsampler.ups.", "upsampler.refines."),
-    "upsampler": ("upsampler.",),
-    "gates": ("fusions.*.channel_gate.", "fusions.*.spatial_gate", "fusions.*.affine"),
-}
-BOUNDARY_GROUPS = {"edges"}
-SKIP_PATH_OPS = ("Interpolate", "MatMul", "Transpose", "Reshape", "Convert")  # OpenVINO ops of the bicubic skip path  # groups that also keep the input resize and the output add in float
-PRESETS = ("performance", "mixed")
-
-
-@dataclass(frozen=True)
-class Int8Settings:
-    """NNCF post-training quantization settings.
-
-    Attributes:
-        preset: ``performance`` (symmetric activations) or ``mixed`` (asymmetric activations;
-            TensorRT output is re-symmetrized).
-        ignore: ignored-scope groups (keys of :data:`IGNORE_GROUPS`) kept in float.
-        subset_size: calibration faces NNCF uses for statistics.
-        fast_bias_correction: NNCF's fast bias correction (False: the slower full one).
-        overflow_fix: NNCF overflow fix (``disable`` for TensorRT; ``first_layer_only`` is NNCF's
-            OpenVINO default for CPUs without VNNI).
-    """
-
-    preset: str = "performance"
-    ignore: tuple[str, ...] = ("edges",)
-    subset_size: int = 300
-    fast_bias_correction: bool = True
-    overflow_fix: str = "disable"
-
-    def label(self) -> str:
-        return f"{self.preset}/ignore={'+'.join(self.ignore) or 'none'}/{'fbc' if self.fast_bias_correction else 'bc'}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ignore"] = list(self.ignore)
-        return d
-
-
-def parse_ignore(spec: str) -> tuple[str, ...]:
-    """``"edges,shuffle"`` → ``("edges", "shuffle")``; ``"none"``/``""`` → ``()``."""
-    groups = tuple(g.strip() for g in spec.replace("+", ",").split(",") if g.strip() and g.strip() != "none")
-    bad = [g for g in groups if g not in IGNORE_GROUPS]
-    if bad:
-        raise PKDNError(f"unknown ignored-scope group(s) {bad}; choose from {', '.join(IGNORE_GROUPS)} or none")
-    return groups
+SKIP_PATH_OPS = ("Interpolate", "MatMul", "Transpose", "Reshape", "Convert")  # OpenVINO ops of the bicubic skip path
 
 
 def _matches(name: str, prefix: str) -> bool:
@@ -229,23 +184,6 @@ def strip_to_native(q: nn.Module, example: torch.Tensor) -> nn.Module:
                     converted[id(mod)] = convert_to_torch_fakequantizer(mod)
                 storage.set_submodule(name, converted[id(mod)])
     return s.eval()
-
-
-def export_fake_quant_onnx(q: nn.Module, path: Any, lr_size: tuple[int, int], batch: int | None = 1,
-                           opset: int = 17) -> Any:
-    """An NNCF fake-quant model (PTQ or QAT) → ONNX with ``QuantizeLinear``/``DequantizeLinear``
-    (``dynamo=False``), as NNCF made it (no TensorRT rewrite). ``batch=None``: dynamic batch axis.
-    OpenVINO reads the Q/DQ pairs as ``FakeQuantize`` and runs the convs with int8 kernels."""
-    from .onnx_export import INPUT_NAME, OUTPUT_NAME, quiet_export
-
-    example = torch.full((batch or 1, 3, *lr_size), 0.5)
-    native = strip_to_native(q.eval(), example)
-    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch is None else None
-    with torch.no_grad(), quiet_export():
-        torch.onnx.export(native, (example,), str(path), opset_version=max(opset, 13), dynamo=False,
-                          do_constant_folding=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes=dynamic)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------

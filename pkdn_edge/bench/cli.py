@@ -161,7 +161,7 @@ def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dic
     lr = {s: make_lr(hr, s) for s in scales}
     log(f"{len(hr)} evaluation faces from {faces_dir}; {len(configs)} configurations")
 
-    from pkdn_edge.export.context import CalibOptions
+    from pkdn_edge.export.settings import CalibOptions
 
     # pkdn-export's defaults (NNCF performance preset, ignore=edges, subset 300): the shipped INT8 form
     calib = CalibOptions(folder=args.calib, size=args.calib_size, synthetic=args.calib_synthetic)

@@ -213,9 +213,10 @@ def ensure_artifact(target: str, precision: str, weights: Path, folder: Path, *,
         except PKDNError:
             pass  # damaged or foreign: re-export
     from pkdn_edge.export.exporter import run_export
+    from pkdn_edge.export.settings import ExportRequest
 
-    rep = run_export(target, precision, weights, out=folder, batch=1, calib=calib, threads=threads, verify=True,
-                     verify_faces=verify_faces, benchmark=False, log=log)
+    rep = run_export(ExportRequest(target, precision, weights, out=folder, batch=1, calib=calib, threads=threads,
+                                   verify=True, verify_faces=verify_faces, benchmark=False, log=log))
     par = rep.parity
     delta = f" (PSNR delta {par.psnr_delta:+.3f} dB vs PyTorch)" if par else ""
     log(f"exported {folder} in {rep.seconds:.0f} s{delta}")

@@ -32,7 +32,12 @@ from pkdn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """One runtime backend: the module implementing it, what it needs, which targets it runs."""
+    """One runtime backend: the module implementing it, what it needs, which targets it runs.
+
+    This is the one backend table: ``export/formats.py`` names a row of it per export target (and
+    a test checks they agree), and model selection (:mod:`.select`) should search ``search``
+    folders in ``precisions`` order.
+    """
 
     name: str
     module: str            # pkdn_edge.engines.<module>
@@ -40,19 +45,25 @@ class BackendInfo:
     extra: str | None      # pip extra that installs it (None: not on PyPI)
     targets: tuple[str, ...]  # export targets whose artifacts it can run (first = its own)
     install_hint: str = ""
+    search: tuple[str, ...] = ()      # artifact targets model selection looks for, in order (default: targets[:1])
+    precisions: tuple[str, ...] = ()  # precisions model selection tries, in order of preference
 
 
 BACKENDS: dict[str, BackendInfo] = {
     "onnxruntime": BackendInfo("onnxruntime", "pkdn_edge.engines.onnxruntime", "onnxruntime", "onnxruntime",
-                               ("onnx", "tensorrt")),
+                               ("onnx", "tensorrt"), search=("onnx",), precisions=("fp32", "int8", "fp16")),
     "openvino": BackendInfo("openvino", "pkdn_edge.engines.openvino", "openvino", "openvino",
-                            ("openvino", "onnx", "tensorrt")),
+                            ("openvino", "onnx", "tensorrt"), search=("openvino", "onnx"),
+                            precisions=("fp32", "int8", "fp16")),
     "tensorrt": BackendInfo("tensorrt", "pkdn_edge.engines.tensorrt", "tensorrt", None, ("tensorrt",),
                             "TensorRT ships with JetPack on Jetson (sudo apt install nvidia-jetpack; Python: "
-                            "python3-libnvinfer) or NVIDIA's installers on x86 (pip install tensorrt)"),
-    "torch": BackendInfo("torch", "pkdn_edge.engines.torch", "torch", "train", ("torch",)),
+                            "python3-libnvinfer) or NVIDIA's installers on x86 (pip install tensorrt)",
+                            search=("tensorrt",), precisions=("fp16", "int8", "fp32")),
+    "torch": BackendInfo("torch", "pkdn_edge.engines.torch", "torch", "train", ("torch",), search=("torch",),
+                         precisions=("fp32", "fp16")),
 }
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}
+# each export target's own backend (the backend whose targets[0] it is); export/formats.py agrees (tested)
+DEFAULT_BACKEND = {b.targets[0]: name for name, b in BACKENDS.items()}
 
 
 def _has(package: str) -> bool:

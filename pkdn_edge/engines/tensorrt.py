@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
+import os  # noqa: F401 (tests patch os.path through this module)
 import re
 import sys
 from pathlib import Path
@@ -45,44 +45,9 @@ from pkdn_edge.atomic import atomic_write_bytes
 from pkdn_edge.errors import PKDNError, run_cli
 from pkdn_edge.manifest import Manifest, add_file, read_manifest
 
-from .base import Engine, check_precision, missing_backend_error
-
-
-def _system_tensorrt_hint() -> str:
-    """Why ``import tensorrt`` fails inside a venv on a Jetson where JetPack installed it system-wide."""
-    in_venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
-    if not in_venv:
-        return ""
-    major_minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    for root in ("/usr/lib/python3/dist-packages", f"/usr/lib/{major_minor}/dist-packages"):
-        if os.path.isdir(os.path.join(root, "tensorrt")):
-            return (f" (JetPack's TensorRT is in {root}, which this venv does not see: recreate it with "
-                    f"`python3 -m venv --system-site-packages`)")
-    return ""
-
-
-def _import_tensorrt() -> Any:
-    try:
-        return importlib.import_module("tensorrt")
-    except ImportError:
-        err = missing_backend_error("tensorrt")
-        hint = _system_tensorrt_hint()
-        if hint:
-            err.args = (str(err) + hint,)
-        raise err from None
-
-
-def trt_version(trt: Any) -> tuple[int, int]:
-    """(major, minor) of a tensorrt module (``"10.3.0.30"`` → ``(10, 3)``)."""
-    parts = (str(getattr(trt, "__version__", "0.0")).split(".") + ["0"])[:2]
-    try:
-        return int(parts[0]), int(parts[1])
-    except ValueError:
-        return 0, 0
-
-
-def trt_major(trt: Any) -> int:
-    return trt_version(trt)[0]
+from .base import Engine, check_precision
+from .trt_common import (_import_tensorrt, _rebuild_hint, _system_tensorrt_hint, compute_capability,  # noqa: F401
+                         engine_io_names, trt_major, trt_version)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,11 +159,6 @@ def select_api(engine: Any, context: Any) -> str:
                     "(bindings, 8.x); TensorRT 8.0 or newer is needed")
 
 
-def _rebuild_hint(manifest: Manifest) -> str:
-    return (f"rebuild it on this device: `python -m pkdn_edge.engines.tensorrt build {manifest.root}` or trtexec "
-            f"(see {manifest.root}/BUILD.md), then register it")
-
-
 class TensorRTEngine(Engine):
     """A deserialized TensorRT engine; inputs/outputs bound by the manifest's tensor names.
 
@@ -257,7 +217,7 @@ class TensorRTEngine(Engine):
             raise PKDNError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
         self.api = select_api(self.engine, self.context)
         self.tensor_api = self.api == "tensor"
-        self._in, self._out = manifest.input_name, manifest.output_name
+        self._in, self._out = engine_io_names(manifest)
         names = self._io_names()
         for n in (self._in, self._out):
             if n not in names:
@@ -492,15 +452,18 @@ def check_engine_bytes(manifest: Manifest, data: bytes, path: Path) -> str:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     else:
         names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
-    missing = [n for n in (manifest.input_name, manifest.output_name) if n not in names]
-    if missing:
-        raise PKDNError(f"engine {path} has I/O tensors {names}, this artifact needs {manifest.input_name!r} -> "
-                        f"{manifest.output_name!r}: it was built from another model; {_rebuild_hint(manifest)}")
+    want = engine_io_names(manifest)
+    if [n for n in want if n not in names]:
+        raise PKDNError(f"engine {path} has I/O tensors {names}, this artifact needs {want[0]!r} -> "
+                        f"{want[1]!r}: it was built from another model; {_rebuild_hint(manifest)}")
     return version
 
 
-def register_engine(artifact: str | Path, engine_path: str | Path, check: bool = True) -> Manifest:
-    """Record an engine file (copied into the artifact if it lies elsewhere) in the manifest.
+def register_engine(artifact: str | Path, engine_path: str | Path, check: bool = True,
+                    info: dict[str, Any] | None = None) -> Manifest:
+    """Record an engine file (copied into the artifact if it lies elsewhere) in the manifest, with
+    the TensorRT version and the GPU's compute capability (``extras.engine``) and ``info`` (the
+    builder, the engine's I/O names when they differ from the ONNX ones).
 
     ``check`` (default): TensorRT must load it as an engine of this artifact first
     (:func:`check_engine_bytes`), so random bytes or another model's engine are refused."""
@@ -511,17 +474,22 @@ def register_engine(artifact: str | Path, engine_path: str | Path, check: bool =
     if src.stat().st_size < 64:
         raise PKDNError(f"engine file {src} is {src.stat().st_size} bytes: empty or truncated; rebuild it")
     data = src.read_bytes()
+    info = dict(info or {})
+    if info.get("io"):
+        m.extras = {**m.extras, "engine": {"io": info["io"]}}  # the names check_engine_bytes expects
     if check:
         check_engine_bytes(m, data, src)
     dst = m.path(src.name)
     if src.resolve() != dst.resolve():
         atomic_write_bytes(dst, data)
-    info: dict[str, Any] = {}
     try:
         trt = importlib.import_module("tensorrt")
         info["tensorrt"] = str(trt.__version__)
     except ImportError:
         pass
+    cc = compute_capability()
+    if cc:
+        info["compute_capability"] = cc
     if not check:
         info["checked"] = False
     return add_file(artifact, dst.name, engine_file=dst.name, extras={**m.extras, "engine": info})
@@ -533,6 +501,8 @@ def describe(artifact: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {"artifact": str(m.root), "target": m.target, "precision": m.precision, "scale": m.scale,
                            "dynamic": m.dynamic, "engine_file": m.engine_file,
                            "engine_built_with": (m.extras.get("engine") or {}).get("tensorrt"),
+                           "engine_compute_capability": (m.extras.get("engine") or {}).get("compute_capability"),
+                           "engine_builder": (m.extras.get("engine") or {}).get("builder"),
                            "build_commands": m.extras.get("build_commands", {})}
     try:
         trt = importlib.import_module("tensorrt")
@@ -540,6 +510,7 @@ def describe(artifact: str | Path) -> dict[str, Any]:
         out["onnx_for_this_tensorrt"] = onnx_for_generation(m, trt_major(trt))
     except ImportError:
         out["tensorrt_here"] = None
+    out["compute_capability_here"] = compute_capability()
     return out
 
 
