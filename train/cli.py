@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
         s.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.csv)")
     e = sub.add_parser("eval", help="PSNR/SSIM vs bicubic on aligned HR faces + an image grid")
-    e.add_argument("--weights", nargs="+", required=True, help="one or more checkpoints (student or teacher)")
+    e.add_argument("--weights", nargs="+", required=True, help="one or more checkpoints (student or teacher) or exported artifact folders "
+                   "(pkdn-export --out: scored through their runtime engine)")
     e.add_argument("--faces", default="../shared/faces/eval", help="folder of aligned 128×128 HR faces")
     e.add_argument("--val-of", metavar="CONFIG", help="evaluate on the held-out validation faces of this training "
                    "config instead of --faces (for comparing and selecting models)")

@@ -86,6 +86,23 @@ def make_grid(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
     return np.concatenate([np.pad(c, ((0, 0), (0, 2), (0, 0)), constant_values=255) for c in cols], axis=1)
 
 
+class ArtifactModel:
+    """An exported artifact folder (pkdn-export output: ONNX, OpenVINO, ...) run through its runtime
+    engine, called like a student: ``(B,3,h,w)`` float tensor → ``(B,3,sh,sw)`` float tensor.
+    Lets ``pkdn-train eval`` score exactly what a device runs (e.g. an INT8 export)."""
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        from types import SimpleNamespace
+
+        from pkdn_edge.engines import load_engine
+
+        self.engine = load_engine(path, threads=threads)
+        self.cfg = SimpleNamespace(scale=self.engine.scale, role="student")
+
+    def __call__(self, lr: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.from_numpy(self.engine.run_tensor(lr.numpy()))
+
+
 def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndarray:
     """The held-out validation faces (N,H,W,3) of a training config: its data, seed, ``num_val``
     and ``min_sharpness``, exactly as :class:`~pkdn_edge.train.loop.Trainer` splits them."""
@@ -121,7 +138,7 @@ def run_eval(
         hr = FaceData.load(faces, recursive=False).hr  # eval/parsing/ holds label maps, not faces
     models = []
     for w in weights:
-        model, meta = load_model(w)
+        model = ArtifactModel(w, threads) if Path(w).is_dir() else load_model(w)[0]
         if scale is not None and model.cfg.scale != scale:
             raise PKDNError(f"{w} is a ×{model.cfg.scale} model, not ×{scale}")
         models.append((w, model))
@@ -147,6 +164,8 @@ def run_eval(
                         teacher_priors = compute_priors(np.ascontiguousarray(hr[..., ::-1]), cache_dir=None)
                     priors = teacher_priors
                 tag = Path(w).parent.name if Path(w).stem in ("best", "last") else Path(w).stem
+                if isinstance(model, ArtifactModel):
+                    tag = f"{Path(w).name}: {model.engine.name}"
                 name = f"{model.cfg.role} ({tag})"
                 variants = [("none", name)] + ([(tta, f"{name} +{tta}")] if tta != "none" and model.cfg.role == "student" else [])
                 for t, label in variants:
