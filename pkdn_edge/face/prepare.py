@@ -233,39 +233,33 @@ def _check_out_dir(out: Path, overwrite: bool, log) -> None:
     log(f"pkdn-prepare: --overwrite: deleted {len(ours)} crops of the earlier run in {out}")
 
 
-def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optional[int] = None, min_iod: float = 0.0,
-            every: int = 1, score: float = 0.8, recursive: bool = False, det_side: int = 640, threads: int = 2,
-            quiet: bool = False, detector=None, log=None, overwrite: bool = False) -> PrepareStats:
-    """Run the whole preparation (see the module docstring); returns the counters. ``detector``:
-    any object with ``detect(frame) -> [Face]`` (default: :class:`RetinaFaceDetector`). ``log``:
-    a callable for progress/warning lines (default: print to stderr)."""
-    from pkdn_edge.face.align import estimate_similarity, matrix_scale, warp_face
-    from pkdn_edge.imageio import IMAGE_EXTENSIONS, iter_images, read_image, write_image
+def _log_to_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
-    if log is None:
-        def log(msg: str) -> None:
-            print(msg, file=sys.stderr, flush=True)
 
-    inp = Path(input_path)
-    out = Path(out_dir)
+def _input_kind(inp: Path, recursive: bool) -> Tuple[str, List[Path]]:
+    """``("folder" | "video" | "image", image files)`` of ``inp`` (no files for a video)."""
+    from pkdn_edge.imageio import IMAGE_EXTENSIONS, iter_images
+
     if not inp.exists():
         raise PKDNError(f"{inp}: no such file or folder")
     ext = inp.suffix.lower()
     if inp.is_dir():
-        kind = "folder"
         files = iter_images(inp, recursive=recursive)
         if not files:
             raise PKDNError(f"{inp}: no images ({' '.join(IMAGE_EXTENSIONS)}) in this folder")
-    elif ext in VIDEO_EXTENSIONS:
-        kind, files = "video", []
-    elif ext in IMAGE_EXTENSIONS:
-        kind, files = "image", [inp]
-    else:
-        raise PKDNError(f"{inp}: unsupported input type {ext or '(no extension)'!r}; give an image "
-                        f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images or a video "
-                        f"({', '.join(VIDEO_EXTENSIONS)})")
-    # a single unreadable input image is an error (ImageReadError), not a skip
-    preloaded = {inp: read_image(inp)} if kind == "image" else {}
+        return "folder", files
+    if ext in VIDEO_EXTENSIONS:
+        return "video", []
+    if ext in IMAGE_EXTENSIONS:
+        return "image", [inp]
+    raise PKDNError(f"{inp}: unsupported input type {ext or '(no extension)'!r}; give an image "
+                    f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images or a video "
+                    f"({', '.join(VIDEO_EXTENSIONS)})")
+
+
+def _make_out_dir(out: Path, overwrite: bool, log) -> None:
+    """Check ``out`` (see :func:`_check_out_dir`) and create it."""
     if out.exists() and not out.is_dir():
         raise PKDNError(f"{out}: exists and is not a folder")
     _check_out_dir(out, overwrite, log)
@@ -274,76 +268,135 @@ def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optiona
     except OSError as exc:
         raise PKDNError(f"cannot create output folder {out} ({exc.strerror or exc})") from None
 
-    if detector is None:
-        from pkdn_edge.face.detector import RetinaFaceDetector
 
-        detector = RetinaFaceDetector(score_threshold=score, max_side=det_side, threads=threads)
+class _StemNamer:
+    """Crop name stems of the images of one input: ``sub/a.jpg -> sub_a`` (folder-relative), and
+    ``a.png`` after ``a.jpg`` -> ``a_png`` (case-insensitive clashes get the extension)."""
 
-    stats = PrepareStats(kind="video" if kind == "video" else "images")
-    used_stems: dict = {}
+    def __init__(self, inp: Path, kind: str):
+        self.inp, self.kind = inp, kind
+        self.used: dict = {}
 
-    def unique_stem(p: Path) -> str:
-        rel = p.relative_to(inp) if kind == "folder" else Path(p.name)
+    def __call__(self, p: Path) -> str:
+        rel = p.relative_to(self.inp) if self.kind == "folder" else Path(p.name)
         stem = "_".join(rel.with_suffix("").parts)  # sub/a.jpg -> sub_a
         key = stem.lower()
-        if key in used_stems and used_stems[key] != p:
+        if key in self.used and self.used[key] != p:
             stem = f"{stem}_{p.suffix.lstrip('.').lower()}"  # a.jpg and a.png -> a_0.png, a_png_0.png
-        used_stems.setdefault(stem.lower(), p)
+        self.used.setdefault(stem.lower(), p)
         return stem
 
-    def process(img: np.ndarray, source: str, stem: str, frame: Optional[int]) -> None:
-        faces = [f for f in detector.detect(img) if float(f.score) >= score]
+
+@dataclass
+class _Cropper:
+    """Detects, filters, aligns and writes the faces of one image or frame into ``out``, counting
+    in ``stats`` (filters: ``score``, ``min_iod`` source px, ``max_faces`` largest first)."""
+
+    detector: object
+    out: Path
+    stats: PrepareStats
+    size: int = 128
+    max_faces: Optional[int] = None
+    min_iod: float = 0.0
+    score: float = 0.8
+
+    def _kept(self, iods: List[float]) -> List[int]:
+        """Indices of the faces to crop, largest IOD first, after the IOD and --max-faces filters."""
+        order = sorted(range(len(iods)), key=lambda i: -iods[i])
+        n_small = sum(1 for i in order if iods[i] < self.min_iod)
+        if n_small:
+            self.stats.skipped[f"faces with IOD < {self.min_iod:g} px"] += n_small
+        order = [i for i in order if iods[i] >= self.min_iod]
+        if self.max_faces is not None and len(order) > self.max_faces:
+            self.stats.skipped[f"faces beyond --max-faces {self.max_faces}"] += len(order) - self.max_faces
+            order = order[:self.max_faces]
+        return order
+
+    def __call__(self, img: np.ndarray, source: str, stem: str, frame: Optional[int]) -> None:
+        """``img``: (H, W, 3) BGR uint8; ``frame``: the video frame index, None for images."""
+        from pkdn_edge.face.align import estimate_similarity, matrix_scale, warp_face
+        from pkdn_edge.imageio import write_image
+
+        faces = [f for f in self.detector.detect(img) if float(f.score) >= self.score]
         if not faces:
-            stats.skipped["without a face" if frame is None else "frames without a face"] += 1
+            self.stats.skipped["without a face" if frame is None else "frames without a face"] += 1
             return
         lms = [np.asarray(f.landmarks, np.float64).reshape(5, 2) for f in faces]
         iods = [float(np.hypot(*(lm[1] - lm[0]))) for lm in lms]
-        order = sorted(range(len(faces)), key=lambda i: -iods[i])
-        n_small = sum(1 for i in order if iods[i] < min_iod)
-        if n_small:
-            stats.skipped[f"faces with IOD < {min_iod:g} px"] += n_small
-        order = [i for i in order if iods[i] >= min_iod]
-        if max_faces is not None and len(order) > max_faces:
-            stats.skipped[f"faces beyond --max-faces {max_faces}"] += len(order) - max_faces
-            order = order[:max_faces]
+        order = self._kept(iods)
         for k, i in enumerate(order):
-            M = estimate_similarity(lms[i], size)
-            crop = warp_face(img, M, size)
+            M = estimate_similarity(lms[i], self.size)
+            crop = warp_face(img, M, self.size)
             name = f"{stem}_{k}.png" if frame is None else f"{stem}_f{frame:06d}_{k}.png"
-            write_image(out / name, crop)
+            write_image(self.out / name, crop)
             box = np.asarray(getattr(faces[i], "box", np.full(4, np.nan)), np.float64).reshape(-1)[:4]
-            stats.rows.append({
+            self.stats.rows.append({
                 "file": name, "source": source, "frame": "" if frame is None else frame,
                 "landmarks": _fmt_points(lms[i]), "score": f"{float(faces[i].score):.4f}",
                 "interocular_px": f"{iods[i]:.2f}", "scale": f"{matrix_scale(M):.4f}",
                 "box": ",".join(f"{v:.1f}" for v in box),
             })
-            stats.written += 1
+            self.stats.written += 1
         if order:
-            stats.with_faces += 1
+            self.stats.with_faces += 1
 
+
+def _crop_video(inp: Path, every: int, crop: _Cropper, quiet: bool, log) -> None:
+    stats = crop.stats
+    for fi, frame in _iter_video(inp, every, stats, log):
+        stats.read += 1
+        crop(frame, str(inp), inp.stem, fi)
+        if not quiet and stats.read % 100 == 0:
+            log(f"pkdn-prepare: {stats.read} frames, {stats.written} crops")
+    if stats.read == 0:
+        log(f"warning: {inp}: no frame could be decoded")
+
+
+def _crop_images(files: List[Path], preloaded: dict, stem_of: _StemNamer, crop: _Cropper, quiet: bool,
+                 log) -> None:
+    """Unreadable images are skipped with a warning; ``preloaded``: {path: image} already read."""
+    from pkdn_edge.imageio import read_image
+
+    stats = crop.stats
+    for n, p in enumerate(files, 1):
+        try:
+            img = preloaded.pop(p) if p in preloaded else read_image(p)
+        except ImageReadError as exc:
+            log(f"warning: skipping {exc}")
+            stats.skipped["unreadable"] += 1
+            continue
+        stats.read += 1
+        crop(img, str(p), stem_of(p), None)
+        if not quiet and n % 100 == 0:
+            log(f"pkdn-prepare: {n}/{len(files)} images, {stats.written} crops")
+
+
+def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optional[int] = None, min_iod: float = 0.0,
+            every: int = 1, score: float = 0.8, recursive: bool = False, det_side: int = 640, threads: int = 2,
+            quiet: bool = False, detector=None, log=None, overwrite: bool = False) -> PrepareStats:
+    """Run the whole preparation (see the module docstring); returns the counters. ``detector``:
+    any object with ``detect(frame) -> [Face]`` (default: :class:`RetinaFaceDetector`). ``log``:
+    a callable for progress/warning lines (default: print to stderr)."""
+    from pkdn_edge.imageio import read_image
+
+    if log is None:
+        log = _log_to_stderr
+    inp, out = Path(input_path), Path(out_dir)
+    kind, files = _input_kind(inp, recursive)
+    # a single unreadable input image is an error (ImageReadError), not a skip
+    preloaded = {inp: read_image(inp)} if kind == "image" else {}
+    _make_out_dir(out, overwrite, log)
+    if detector is None:
+        from pkdn_edge.face.detector import RetinaFaceDetector
+
+        detector = RetinaFaceDetector(score_threshold=score, max_side=det_side, threads=threads)
+    stats = PrepareStats(kind="video" if kind == "video" else "images")
+    crop = _Cropper(detector, out, stats, size=size, max_faces=max_faces, min_iod=min_iod, score=score)
     try:
         if kind == "video":
-            stem = inp.stem
-            for fi, frame in _iter_video(inp, every, stats, log):
-                stats.read += 1
-                process(frame, str(inp), stem, fi)
-                if not quiet and stats.read % 100 == 0:
-                    log(f"pkdn-prepare: {stats.read} frames, {stats.written} crops")
-            if stats.read == 0:
-                log(f"warning: {inp}: no frame could be decoded")
+            _crop_video(inp, every, crop, quiet, log)
         else:
-            for n, p in enumerate(files, 1):
-                try:
-                    img = preloaded.pop(p) if p in preloaded else read_image(p)
-                except ImageReadError as exc:
-                    log(f"warning: skipping {exc}")
-                    stats.skipped["unreadable"] += 1
-                    continue
-                stats.read += 1
-                process(img, str(p), unique_stem(p), None)
-                if not quiet and n % 100 == 0:
-                    log(f"pkdn-prepare: {n}/{len(files)} images, {stats.written} crops")
+            _crop_images(files, preloaded, _StemNamer(inp, kind), crop, quiet, log)
     finally:
         _write_manifest(out / "MANIFEST.csv", stats.rows)
     return stats
