@@ -44,6 +44,7 @@ is left alone).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -63,24 +64,40 @@ def _grouped(idx: Index, group: int) -> Index:
     return (idx[:, None] * group + torch.arange(group)[None]).reshape(-1)
 
 
-def _sq_out(conv: torch.nn.Conv2d, group: int = 1) -> torch.Tensor:
-    """Squared norm per output channel (summed over pixel-shuffle groups of size ``group``)."""
-    w = conv.weight.detach().pow(2).sum(dim=(1, 2, 3))
+Term = Callable[[torch.Tensor], torch.Tensor]  # a parameter → its per-element contribution
+
+
+def norm_term(p: torch.Tensor) -> torch.Tensor:
+    """Squared weights: group sums are squared group norms."""
+    return p.detach().pow(2)
+
+
+def taylor_term(p: torch.Tensor) -> torch.Tensor:
+    """``w·∂L/∂w`` (after a backward pass): a group sum is the first-order change of the loss when
+    the whole group is zeroed (Molchanov et al., 2019)."""
+    return p.detach() * p.grad if p.grad is not None else torch.zeros_like(p)
+
+
+def _sq_out(conv: torch.nn.Conv2d, group: int = 1, term: Term = norm_term) -> torch.Tensor:
+    """Sum of ``term`` per output channel (summed over pixel-shuffle groups of size ``group``)."""
+    w = term(conv.weight).sum(dim=(1, 2, 3))
     if conv.bias is not None:
-        w = w + conv.bias.detach().pow(2)
+        w = w + term(conv.bias)
     return w.reshape(-1, group).sum(1)
 
 
-def _sq_in(conv: torch.nn.Conv2d, group: int = 1, offset: int = 0, size: int | None = None) -> torch.Tensor:
-    """Squared norm per input channel (optionally of a slice ``offset:offset+size``, grouped)."""
-    w = conv.weight.detach().pow(2).sum(dim=(0, 2, 3))
+def _sq_in(conv: torch.nn.Conv2d, group: int = 1, offset: int = 0, size: int | None = None,
+           term: Term = norm_term) -> torch.Tensor:
+    """Sum of ``term`` per input channel (optionally of a slice ``offset:offset+size``, grouped)."""
+    w = term(conv.weight).sum(dim=(0, 2, 3))
     if size is not None:
         w = w[offset : offset + size]
     return w.reshape(-1, group).sum(1)
 
 
-def channel_importance(model: PKDN) -> dict[str, torch.Tensor]:
-    """Group-norm importance of every prunable channel space: ``{"S0": (w0,), "M.enc.0.1": …}``."""
+def group_sums(model: PKDN, term: Term = norm_term) -> dict[str, torch.Tensor]:
+    """Sum of ``term`` over every weight slice that touches each channel of every prunable channel
+    space: ``{"S0": (w0,), "M.enc.0.1": (m,), …}`` (with :func:`norm_term`: squared group norms)."""
     if model.prior_encoder is not None:
         raise ValueError("only students are pruned; this model is a teacher")
     n = len(model.cfg.widths)
@@ -88,39 +105,45 @@ def channel_importance(model: PKDN) -> dict[str, torch.Tensor]:
     imp: dict[str, torch.Tensor] = {}
     for i in range(n):
         s = torch.zeros(w[i])
-        s += _sq_out(model.stem) if i == 0 else _sq_out(model.downs[i - 1].conv)
+        s += _sq_out(model.stem, term=term) if i == 0 else _sq_out(model.downs[i - 1].conv, term=term)
         if i + 1 < n:  # stage i feeds the next downsampling and receives the upsampling from i+1
-            s += _sq_in(model.downs[i].conv, group=4)
-            s += _sq_out(model.ups[i].conv, group=4)
+            s += _sq_in(model.downs[i].conv, group=4, term=term)
+            s += _sq_out(model.ups[i].conv, group=4, term=term)
         if i > 0:
-            s += _sq_in(model.ups[i - 1].conv)
+            s += _sq_in(model.ups[i - 1].conv, term=term)
         blocks = list(model.enc_blocks[i]) + (list(model.dec_blocks[i]) if i < n - 1 else [])
         blocks += list(model.bottleneck) if i == n - 1 else []
         for b in blocks:
-            s += _sq_in(b.conv1) + _sq_out(b.conv2)
+            s += _sq_in(b.conv1, term=term) + _sq_out(b.conv2, term=term)
         f = model.fusions[i]
-        s += _sq_in(f.guide, size=w[i]) + _sq_in(f.channel_gate.fc1) + _sq_out(f.channel_gate.fc2)
-        aff = _sq_out(f.affine)
-        s += aff[: w[i]] + aff[w[i] :] + _sq_in(f.proj) + _sq_out(f.proj)
+        s += _sq_in(f.guide, size=w[i], term=term) + _sq_in(f.channel_gate.fc1, term=term)
+        s += _sq_out(f.channel_gate.fc2, term=term)
+        aff = _sq_out(f.affine, term=term)
+        s += aff[: w[i]] + aff[w[i] :] + _sq_in(f.proj, term=term) + _sq_out(f.proj, term=term)
         for j in range(n - 1):  # FFB j projects every stage into stage j
-            s += _sq_in(model.ffbs[j].proj[i])
+            s += _sq_in(model.ffbs[j].proj[i], term=term)
             if j == i:
                 ffb = model.ffbs[j]
-                s += sum(_sq_out(p) for p in ffb.proj) + _sq_out(ffb.mix)
-                s += sum(_sq_in(ffb.mix, offset=b * w[i], size=w[i]) for b in range(n + 1))
+                s += sum(_sq_out(p, term=term) for p in ffb.proj) + _sq_out(ffb.mix, term=term)
+                s += sum(_sq_in(ffb.mix, offset=b * w[i], size=w[i], term=term) for b in range(n + 1))
         if i == 0:
-            s += _sq_in(model.upsampler.ups[0].conv)
-        imp[f"S{i}"] = s.sqrt()
-        imp[f"G{i}"] = (_sq_out(f.guide) + _sq_in(f.affine) + _sq_in(f.spatial_gate)).sqrt()
-        imp[f"H{i}"] = (_sq_out(f.channel_gate.fc1) + _sq_in(f.channel_gate.fc2)).sqrt()
+            s += _sq_in(model.upsampler.ups[0].conv, term=term)
+        imp[f"S{i}"] = s
+        imp[f"G{i}"] = _sq_out(f.guide, term=term) + _sq_in(f.affine, term=term) + _sq_in(f.spatial_gate, term=term)
+        imp[f"H{i}"] = _sq_out(f.channel_gate.fc1, term=term) + _sq_in(f.channel_gate.fc2, term=term)
     for name, seq in _block_groups(model):
         for j, b in enumerate(seq):
-            imp[f"M.{name}.{j}"] = (_sq_out(b.conv1) + _sq_in(b.conv2)).sqrt()
+            imp[f"M.{name}.{j}"] = _sq_out(b.conv1, term=term) + _sq_in(b.conv2, term=term)
     up = model.upsampler
     for k, (u, r) in enumerate(zip(up.ups, up.refines)):
-        nxt = _sq_in(up.ups[k + 1].conv) if k + 1 < len(up.ups) else _sq_in(up.to_rgb)
-        imp[f"R{k}"] = (_sq_out(u.conv, group=4) + _sq_in(r) + _sq_out(r) + nxt).sqrt()
+        nxt = _sq_in(up.ups[k + 1].conv, term=term) if k + 1 < len(up.ups) else _sq_in(up.to_rgb, term=term)
+        imp[f"R{k}"] = _sq_out(u.conv, group=4, term=term) + _sq_in(r, term=term) + _sq_out(r, term=term) + nxt
     return imp
+
+
+def channel_importance(model: PKDN) -> dict[str, torch.Tensor]:
+    """Group-norm importance of every prunable channel space: ``{"S0": (w0,), "M.enc.0.1": …}``."""
+    return {k: v.sqrt() for k, v in group_sums(model).items()}
 
 
 def _block_groups(model: PKDN):
@@ -149,7 +172,8 @@ class PruningPlan:
     """Which channels of a student survive pruning.
 
     Attributes:
-        ratio: fraction of channels removed from every prunable space.
+        ratio: fraction of channels removed from every prunable space (uniform pruning), or None
+            when the slim config was chosen per layer (:mod:`.prune_search`).
         source: the unpruned student's config.
         config: the slim config (what the pruned checkpoint stores).
         keep: kept channel indices (sorted, into the source model) per channel space: ``S{i}``
@@ -157,7 +181,7 @@ class PruningPlan:
             ``M.{group}.{j}`` residual-block inner channels, ``R{k}`` upsampler step widths.
     """
 
-    ratio: float
+    ratio: float | None
     source: PKDNConfig
     config: PKDNConfig
     keep: dict[str, Index]
@@ -169,12 +193,21 @@ class PruningPlan:
         spaces = [f"S{i}" for i in range(n)] + [f"S{n - 1}"] + [f"S{i}" for i in range(n - 2, -1, -1)] + ["R0"]
         return [self.keep[s].tolist() for s in spaces]
 
-    def to_meta(self) -> dict:
+    def to_meta(self, parent: dict | None = None) -> dict:
         """Checkpoint metadata: lets ``pkdn-train`` start the distillation adapters of a pruned
-        student as channel selections (see :meth:`~pkdn_edge.train.losses.FeatureAdapters.init_selection`)."""
-        return {"ratio": self.ratio, "source_config": self.source.to_dict(),
-                "feature_channels_before": _feature_channels(self.source),
-                "feature_index": self.feature_index()}
+        student as channel selections (see :meth:`~pkdn_edge.train.losses.FeatureAdapters.init_selection`).
+
+        ``parent``: the ``pruning`` metadata of the model this plan pruned when that model was
+        itself pruned (pruning in steps): the kept channels are then given against the original,
+        unpruned student (the distillation source), and ``source_config`` is that student's."""
+        meta = {"ratio": self.ratio, "config": self.config.to_dict(), "source_config": self.source.to_dict(),
+                "feature_channels_before": _feature_channels(self.source), "feature_index": self.feature_index()}
+        if parent:
+            meta["feature_index"] = [[outer[j] for j in inner]
+                                     for outer, inner in zip(parent["feature_index"], meta["feature_index"])]
+            meta.update(source_config=parent["source_config"], feature_channels_before=parent["feature_channels_before"],
+                        steps=int(parent.get("steps", 1)) + 1)
+        return meta
 
 
 def _feature_channels(cfg: PKDNConfig) -> list[int]:
@@ -196,28 +229,52 @@ def _slim_config(cfg: PKDNConfig, ratio: float) -> PKDNConfig:
     return new
 
 
-def plan_pruning(model: PKDN, ratio: float) -> PruningPlan:
-    """Choose the channels to keep: in every channel space, those of largest group norm
-    (:func:`channel_importance`). ``ratio=0.5`` halves every stage width, every residual block's
-    inner width and the upsampler's step widths (down to 8)."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
+def upsampler_widths(cfg: PKDNConfig) -> list[int]:
+    """Channels of each upsampler step (as :class:`~pkdn_edge.models.pkdn.Upsampler` builds them)."""
+    return [max(cfg.refine_width >> k, 8) for k in range(cfg.scale.bit_length() - 1)]
+
+
+def check_slimmer(source: PKDNConfig, cfg: PKDNConfig) -> None:
+    """Raise ValueError unless ``cfg`` is ``source`` with no channel space wider (a valid pruning target)."""
+    same = replace(cfg, widths=source.widths, refine_width=source.refine_width, mid_ratio=source.mid_ratio)
+    if same != source or len(cfg.widths) != len(source.widths):
+        raise ValueError(f"{cfg} is not a slimmer version of {source}: only widths, refine_width and mid_ratio may change")
+    wider = [i for i, (a, b) in enumerate(zip(cfg.widths, source.widths))
+             if a > b or cfg.mid(a) > source.mid(b) or max(a // cfg.reduction, 4) > max(b // source.reduction, 4)]
+    if wider or any(a > b for a, b in zip(upsampler_widths(cfg), upsampler_widths(source))):
+        raise ValueError(f"{cfg} is wider than {source} somewhere (stages {wider} or the upsampler)")
+
+
+def plan_for_config(model: PKDN, config: PKDNConfig, importance: dict[str, torch.Tensor],
+                    ratio: float | None = None) -> PruningPlan:
+    """Keep, in every channel space, the channels of largest ``importance`` (e.g.
+    :func:`channel_importance` or :func:`pkdn_edge.export.importance.taylor_importance`) so that the
+    pruned model has the widths of ``config``, a slimmer version of ``model.cfg``."""
     cfg = model.cfg
-    imp = channel_importance(model)
-    new_cfg = _slim_config(cfg, ratio)
+    check_slimmer(cfg, config)
     n = len(cfg.widths)
     keep: dict[str, Index] = {}
-    for i, w in enumerate(new_cfg.widths):
-        keep[f"S{i}"] = _keep(imp[f"S{i}"], w)
-        keep[f"G{i}"] = _keep(imp[f"G{i}"], w)
-        keep[f"H{i}"] = _keep(imp[f"H{i}"], max(w // cfg.reduction, 4))
+    for i, w in enumerate(config.widths):
+        keep[f"S{i}"] = _keep(importance[f"S{i}"], w)
+        keep[f"G{i}"] = _keep(importance[f"G{i}"], w)
+        keep[f"H{i}"] = _keep(importance[f"H{i}"], max(w // cfg.reduction, 4))
     for name, seq in _block_groups(model):
         i = n - 1 if name == "bottleneck" else int(name.split(".")[1])
         for j in range(len(seq)):
-            keep[f"M.{name}.{j}"] = _keep(imp[f"M.{name}.{j}"], new_cfg.mid(new_cfg.widths[i]))
-    for k in range(len(model.upsampler.ups)):
-        keep[f"R{k}"] = _keep(imp[f"R{k}"], max(new_cfg.refine_width >> k, 8))
-    return PruningPlan(ratio, cfg, new_cfg, keep)
+            keep[f"M.{name}.{j}"] = _keep(importance[f"M.{name}.{j}"], config.mid(config.widths[i]))
+    for k, r in enumerate(upsampler_widths(config)):
+        keep[f"R{k}"] = _keep(importance[f"R{k}"], r)
+    return PruningPlan(ratio, cfg, config, keep)
+
+
+def plan_pruning(model: PKDN, ratio: float, importance: dict[str, torch.Tensor] | None = None) -> PruningPlan:
+    """Uniform pruning: remove ``ratio`` of every channel space, keeping the channels of largest
+    ``importance`` (default: group norm, :func:`channel_importance`). ``ratio=0.5`` halves every
+    stage width, every residual block's inner width and the upsampler's step widths (down to 8)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
+    imp = importance if importance is not None else channel_importance(model)
+    return plan_for_config(model, _slim_config(model.cfg, ratio), imp, ratio=ratio)
 
 
 def apply_pruning(model: PKDN, plan: PruningPlan) -> PKDN:

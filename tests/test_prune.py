@@ -165,3 +165,125 @@ def test_selection_adapters_map_kept_channels_back_to_teacher_positions():
         rest = torch.ones(g.shape[1], dtype=torch.bool)
         rest[idx] = False
         assert not g[:, rest].any()  # zeros everywhere else
+
+
+# ------------------------------------------------------------------------------------------------
+# per-layer pruning: cost model, MAC-target search, data-driven importance, pruning in steps
+
+
+@pytest.mark.parametrize("preset,scale,overrides", [
+    ("edge", 4, {}), ("edge", 8, {"widths": (64, 96, 128), "refine_width": 64}), ("paper", 8, {}),
+    ("edge", 4, {"widths": (32, 48, 80), "refine_width": 16, "mid_ratio": 0.5}), ("edge", 2, {"widths": (16, 24)}),
+])
+def test_conv_shapes_count_the_same_macs_as_the_hooks(preset, scale, overrides):
+    from pkdn_edge.export.prune_search import config_macs
+    from pkdn_edge.models.pkdn import model_config
+
+    cfg = model_config(preset, scale, **overrides)
+    n = 128 // scale
+    assert config_macs(cfg) == count_macs(create_model(preset, scale, **overrides), torch.rand(1, 3, n, n))
+    assert config_macs(cfg, block=16) >= config_macs(cfg)
+
+
+@pytest.mark.parametrize("scale,overrides,target", [(4, {}, 0.72), (8, {"widths": (64, 96, 128), "refine_width": 64}, 0.6)])
+def test_search_meets_the_mac_target_on_the_channel_grid(scale, overrides, target):
+    from pkdn_edge.export.prune import apply_pruning, plan_for_config
+    from pkdn_edge.export.prune_search import config_macs, search_config
+
+    m = create_model("edge", scale, **overrides).eval()
+    res = search_config(m.cfg, channel_importance(m), target, multiple=16, top=2, measure=lambda c: 0.0)
+    c = res.config
+    assert res.macs == config_macs(c) <= target * config_macs(m.cfg)
+    assert config_macs(c, 16) <= target * config_macs(m.cfg, 16)
+    assert all(w % 16 == 0 for w in c.widths) and c.refine_width % 16 == 0
+    slim = apply_pruning(m, plan_for_config(m, c, channel_importance(m)))
+    n = 128 // scale
+    assert count_macs(slim, torch.rand(1, 3, n, n)) == res.macs
+    with pytest.raises(ValueError, match="MACs"):
+        search_config(m.cfg, channel_importance(m), 0.01, multiple=16)
+
+
+def test_search_drops_the_channels_the_importance_calls_unimportant():
+    """With every channel of every space important except half of the upsampler's, the search
+    thins the upsampler (cheapest damage) before any stage."""
+    from dataclasses import replace
+
+    from pkdn_edge.export.prune_search import config_macs, search_config
+
+    m = create_model("edge", 4)
+    imp = {k: torch.ones_like(v) * 100 for k, v in channel_importance(m).items()}
+    imp["R0"][16:] = 0
+    imp["R1"][8:] = 0
+    thin = replace(m.cfg, refine_width=16)
+    target = max(config_macs(thin, 16) / config_macs(m.cfg, 16), config_macs(thin) / config_macs(m.cfg)) + 1e-4
+    res = search_config(m.cfg, imp, target, multiple=16, top=1)
+    assert res.config.widths == m.cfg.widths and res.config.refine_width == 16
+
+
+@pytest.mark.parametrize("preset,scale,overrides", [("edge", 4, {"widths": (32, 48, 80), "refine_width": 16, "mid_ratio": 0.75}),
+                                                    ("edge", 8, {"widths": (16, 64, 32), "refine_width": 8, "mid_ratio": 0.5})])
+def test_per_layer_pruning_equals_the_original_with_dropped_channels_zeroed(preset, scale, overrides):
+    """The zeroing check of uniform pruning, for slim configs the search can pick."""
+    from dataclasses import replace
+
+    from pkdn_edge.export.prune import apply_pruning, plan_for_config
+
+    torch.manual_seed(1)
+    m = create_model(preset, scale).eval()
+    if scale == 8:
+        m = create_model(preset, scale, widths=(48, 64, 96)).eval()
+    plan = plan_for_config(m, replace(m.cfg, **overrides), channel_importance(m))
+    slim = apply_pruning(m, plan).eval()
+    copied = torch.cat([p.detach().reshape(-1) for p in apply_pruning(_id_model(m), plan).parameters()]).long()
+    keep = torch.zeros(sum(p.numel() for p in m.parameters()) + 1, dtype=torch.bool)
+    keep[copied] = True
+    with torch.no_grad():
+        start = 1
+        for p in m.parameters():
+            p.mul_(keep[start : start + p.numel()].reshape(p.shape))
+            start += p.numel()
+        lr = torch.rand(2, 3, 128 // scale, 128 // scale)
+        torch.testing.assert_close(slim(lr), m(lr), atol=2e-5, rtol=1e-4)
+    assert slim.cfg == replace(m.cfg, **overrides)
+
+
+def test_taylor_importance_on_data_runs_and_ignores_dead_channels():
+    from pkdn_edge.export.importance import taylor_importance
+
+    torch.manual_seed(0)
+    m = create_model("edge", 4, widths=(8, 12), depth=1, bottleneck_depth=1, refine_width=8)
+    with torch.no_grad():  # inner channel 2 of the first block is dead: no filter, no bias, no reader
+        b = m.enc_blocks[0][0]
+        b.conv1.weight[2] = 0
+        b.conv1.bias[2] = 0
+        b.conv2.weight[:, 2] = 0
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    batches = [{"lr": torch.rand(2, 3, 32, 32), "hr": torch.rand(2, 3, 128, 128)} for _ in range(3)]
+    imp = taylor_importance(m, iter(batches))
+    assert set(imp) == set(channel_importance(m))
+    assert all(v.shape == channel_importance(m)[k].shape and (v >= 0).all() for k, v in imp.items())
+    assert imp["M.enc.0.0"][2] == 0 and imp["M.enc.0.0"].sum() > 0
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # the model is untouched
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_pruning_in_steps_records_channels_against_the_original():
+    """Two steps (A → B → C): C's kept-channel lists point into A's features, through B's."""
+    from dataclasses import replace
+
+    from pkdn_edge.export.prune import apply_pruning, plan_for_config
+    from pkdn_edge.export.prune_search import schedule
+
+    a = create_model("edge", 4).eval()
+    final = replace(a.cfg, widths=(32, 48, 64), refine_width=16, mid_ratio=0.75)
+    cfg_b, cfg_c = schedule(a.cfg, final, 2)
+    assert cfg_c == final and all(x >= y for x, y in zip(cfg_b.widths, final.widths))
+    plan_b = plan_for_config(a, cfg_b, channel_importance(a))
+    b = apply_pruning(a, plan_b)
+    plan_c = plan_for_config(b, cfg_c, channel_importance(b))
+    meta = plan_c.to_meta(plan_b.to_meta())
+    assert meta["feature_channels_before"] == a.feature_channels and meta["steps"] == 2
+    c = apply_pruning(b, plan_c)
+    assert [len(i) for i in meta["feature_index"]] == c.feature_channels
+    for ib, ic, outer in zip(plan_b.feature_index(), plan_c.feature_index(), meta["feature_index"]):
+        assert outer == [ib[j] for j in ic]
