@@ -219,7 +219,7 @@ def build_torch_tensorrt(folder: Path, manifest: Manifest, model: Any, log: Call
     half = manifest.precision == "fp16"
     net = _LrToSr.make(copy.deepcopy(model).float().eval(), half).to(DEVICE)
     h, w = manifest.lr_size
-    n = manifest.batch or 1
+    n = manifest.batch or 2  # a dynamic batch must not be traced at 1 (torch.export specializes 0/1)
     example = torch.rand(n, 3, h, w, device=DEVICE)
     dyn = None
     if manifest.dynamic:
