@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="soft edge of the paste mask in SR-face px (weight 1 about 2F+1 px in; default 5%% of the face)")
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="flip: average each face's output with its mirror image's (about +0.1 dB at x8, twice the "
-                        "model time; README: test-time augmentation)")
+                        "model time; docs/models.md: flip test-time augmentation)")
     p.add_argument("--no-overlay", action="store_true", help="no FPS/latency text on the frames")
     p.add_argument("--loop", action="store_true", help="restart video files / folders at the end")
     return p
@@ -259,6 +259,7 @@ class WebcamLoop:
         self.writer_error: PKDNError | None = None
         self.warned_large = False
         self.end_reason = ""
+        self.source_lost = False  # a live camera stopped delivering frames (not a stop asked for)
         self.wall = 0.0
 
     def announce(self) -> None:
@@ -359,8 +360,8 @@ class WebcamLoop:
                 raise
             self.end_reason = "the writer failed"
         finally:
-            if stop["why"]:
-                self.end_reason = stop["why"]
+            if stop["why"]:  # e.g. SIGTERM while a lost camera was being reconnected: a stop, not a failure
+                self.end_reason, self.source_lost = stop["why"], False
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
             try:
@@ -378,6 +379,7 @@ class WebcamLoop:
             fr = next(it, None)
             capture_ms = (time.perf_counter() - tc) * 1e3
             if fr is None:
+                self.source_lost = bool(getattr(self.source, "lost", False))
                 return self.source.end_reason or "end of source"
             why = self.step(fr.image, fr.t, fr.index, tc, capture_ms)
             if why:
@@ -424,6 +426,7 @@ class WebcamLoop:
             "faces_left_bicubic_large": st.skipped_large,
             "end_reason": self.end_reason,
             "source_incomplete": bool(getattr(src, "incomplete", False)),
+            "source_lost": self.source_lost,
             **st.rates(self.wall),
             "fps_definition": FPS_DEFINITION,
             "wall_s": round(self.wall, 3),
@@ -481,9 +484,10 @@ def _check_args(args) -> None:
 
 
 def _report(loop: WebcamLoop, summary: dict, log) -> None:
-    """Print the summary; write the stats file; say where the video went."""
+    """Print the summary; write the stats file; say where the video went. A lost live camera then
+    fails the run (one ``error:`` line, exit 2): a service's ``Restart=on-failure`` must fire."""
     print_summary(summary, log)
-    if summary["source_incomplete"]:
+    if summary["source_incomplete"] and not loop.source_lost:
         log(f"warning: the source ended early: {summary['end_reason']}")
     out, stats_path = loop.out.out_path, loop.out.stats_path
     if stats_path is not None:
@@ -498,6 +502,9 @@ def _report(loop: WebcamLoop, summary: dict, log) -> None:
     if out is not None and summary["frames"]:
         what = "bicubic | pkdn-edge" if loop.args.view == "side-by-side" else "output"
         log(f"video: {out.resolve()} ({summary['frames']} frames, {what})")
+    if loop.source_lost:
+        raise PKDNError(f"{summary['end_reason']} after {summary['frames']} frames: the live source stopped "
+                        "delivering frames (exit status 2, so a service manager's Restart=on-failure restarts the loop)")
 
 
 def run(argv: list[str] | None = None) -> int:

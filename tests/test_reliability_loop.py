@@ -168,3 +168,74 @@ def test_unwritable_output_fails_before_the_run(tmp_path, capsys):
                    "--output", blocker / "o.mp4")
     assert rc == 2
     assert err.startswith(f"error: cannot write --output {blocker / 'o.mp4'}") and err.count("\n") == 1, err
+
+
+class UnpluggedCamera:
+    """cv2.VideoCapture stand-in: camera 0 delivers ``frames`` frames, then is unplugged for good
+    (every read and every reopen fails)."""
+
+    frames, opened, plugged = 3, 0, True
+
+    def __init__(self, index, *a):
+        UnpluggedCamera.opened += 1
+        self.n = 0
+
+    def isOpened(self):
+        return UnpluggedCamera.plugged
+
+    def set(self, *a):
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        if not UnpluggedCamera.plugged or self.n >= self.frames:
+            UnpluggedCamera.plugged = False
+            return False, None
+        self.n += 1
+        return True, _frame(self.n)
+
+    def release(self):
+        pass
+
+
+def _unplugged_camera(monkeypatch, sleep=lambda s: None):
+    monkeypatch.setattr(UnpluggedCamera, "opened", 0)
+    monkeypatch.setattr(UnpluggedCamera, "plugged", True)
+    monkeypatch.setattr(camera_sources, "_device_missing", lambda i: False)
+    monkeypatch.setattr(camera_sources.cv2, "VideoCapture", UnpluggedCamera)
+    monkeypatch.setattr(camera_sources.time, "sleep", sleep)
+
+
+@pytest.mark.parametrize("extra", [[], ["--downscale", "2"]], ids=["camera", "downscaled"])
+def test_live_camera_lost_mid_run_fails_after_the_summary(tmp_path, capsys, monkeypatch, extra):
+    """A camera unplugged mid-run (reconnect attempts exhausted) used to end the loop with exit 0, so
+    the Jetson unit's Restart=on-failure never fired: now the summary and the stats file come first,
+    then one error line and exit 2."""
+    _unplugged_camera(monkeypatch)
+    stats = tmp_path / "s.json"
+    rc, err = _run(capsys, "--source", "0", *extra, "--headless", "--backend", "bicubic", "--output", "none",
+                   "--stats-json", stats)
+    assert rc == 2, err
+    assert UnpluggedCamera.opened == 1 + 5  # the first open + 5 reconnect attempts
+    assert "3 frames (camera 0 disconnected" in err  # the summary is kept
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 3 and s["source_lost"] is True and "disconnected" in s["end_reason"]
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("error: camera 0 disconnected (gave up after 5 reconnect attempts) after 3 frames"), err
+    assert err.count("error:") == 1 and "warning: the source ended early" not in err
+
+
+def test_stop_while_reconnecting_a_lost_camera_is_a_stop_not_a_failure(tmp_path, capsys, monkeypatch):
+    """SIGTERM (systemctl stop) while the loop waits for a lost camera: the run ends as 'terminated',
+    exit 0, no error line."""
+    import signal
+
+    _unplugged_camera(monkeypatch, sleep=lambda s: signal.raise_signal(signal.SIGTERM))
+    stats = tmp_path / "s.json"
+    rc, err = _run(capsys, "--source", "0", "--headless", "--backend", "bicubic", "--output", "none",
+                   "--stats-json", stats)
+    assert rc == 0, err
+    s = json.loads(stats.read_text())
+    assert s["end_reason"] == "terminated" and s["source_lost"] is False and "error:" not in err

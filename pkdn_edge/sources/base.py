@@ -41,6 +41,7 @@ class FrameSource:
         self.size: tuple[int, int] | None = None  # (w, h) of the stream, fixed by the first frame
         self.end_reason = ""    # why the stream ended (for the summary)
         self.incomplete = False  # the stream ended early (damaged file, ...): end_reason says why
+        self.lost = False       # a live source (camera) stopped delivering frames: the run fails (exit 2)
         self._closed = False
 
     # subclasses ---------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class Downscale(FrameSource):
             fr = next(self._it)
         except StopIteration:
             self.end_reason, self.incomplete = self.source.end_reason, self.source.incomplete
+            self.lost = self.source.lost
             return "end", None, None
         h, w = fr.image.shape[:2]
         size = (max(8, round(w / self.factor)), max(8, round(h / self.factor)))

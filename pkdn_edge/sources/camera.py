@@ -53,7 +53,9 @@ def camera_available(index: int) -> bool:
 class CameraSource(FrameSource):
     """A camera by index. Missing camera: :class:`CameraNotFoundError` with one clear line.
     Unplugged mid-stream: up to ``reconnect_tries`` reopen attempts (``reconnect_delay`` s apart),
-    then the stream ends cleanly with ``end_reason`` set."""
+    then the stream ends with ``end_reason`` set and ``lost`` (and ``incomplete``) True: the webcam
+    loop prints its summary, then fails with one ``error:`` line (exit 2), so a service manager
+    restarts it."""
 
     live = True
 
@@ -113,6 +115,7 @@ class CameraSource(FrameSource):
             self.cap = self._open()
             self.reconnects += 1
         self.end_reason = f"{self.name} disconnected (gave up after {self.reconnect_tries} reconnect attempts)"
+        self.lost = self.incomplete = True
         return "end", None, None
 
     def _close(self) -> None:
