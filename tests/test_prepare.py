@@ -67,7 +67,8 @@ def test_folder_with_bad_files_is_processed(tmp_path, capsys):
     assert float(row["score"]) > 0.9 and 35 < float(row["interocular_px"]) < 55
     crop = read_image(out / "person_0.png")
     assert crop.shape == (128, 128, 3)
-    # the manifest landmarks re-derive the transform (README: estimateAffinePartial2D(landmarks, TEMPLATE))
+    # the manifest landmarks re-derive the transform (../shared/faces/README.md:
+    # estimateAffinePartial2D(landmarks, TEMPLATE))
     lm = np.array([[float(v) for v in p.split(",")] for p in row["landmarks"].split(";")])
     assert lm.shape == (5, 2)
     M = estimate_similarity(lm, 128)

@@ -37,7 +37,8 @@ class TrainConfig:
     augment: bool = True             # photometric + small similarity jitter (see BatchSampler)
     prior_source: str = "landmarks"  # teacher priors: "landmarks" (dlib 68 points) or "labels" (celebamask)
     min_sharpness: float = 0.0       # keep only faces at least this sharp (face_sharpness, dB; 0 = all),
-                                     # after the seeded split (README: 13 dB did not help at ×8 here)
+                                     # after the seeded split (13 dB did not help at ×8 here: docs/training.md,
+                                     # "What moved the paper-protocol quality")
     num_val: int = 256               # faces held out of `data` for validation / model selection
     data_limit: int = 0              # use only the first N images (0 = all); for smoke tests
     hr_size: int = 128
@@ -69,7 +70,7 @@ class TrainConfig:
     device: str = "auto"             # "auto" (CUDA when present), "cpu" or "cuda"
     precision: str = "fp32"          # "fp32", or "bf16": forward passes under bfloat16 autocast (weights,
                                      # optimiser and losses stay fp32); 1.7x faster steps on CPUs with
-                                     # AVX512-BF16/AMX and on recent GPUs (README: training speed)
+                                     # AVX512-BF16/AMX and on recent GPUs (docs/training.md: bf16)
     channels_last: bool = True       # NHWC memory layout for model and batches (measured 1.3-1.5x faster
                                      # training steps on CPU; numerically the same network)
     out: str = "runs/default"
