@@ -260,3 +260,97 @@ def test_latency_is_timed_in_alternating_blocks_not_call_by_call():
     runs = [(k, len(list(g))) for k, g in itertools.groupby(calls)]
     # warm-up 2 each, then blocks of 3 + 25, 3 + 25, 3 + 10, the order a b | b a | a b
     assert runs == [("a", 2), ("b", 2), ("a", 28), ("b", 28 + 28), ("a", 28 + 13), ("b", 13)]
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+
+def _recipe_args(env, out: Path, *extra: str) -> list[str]:
+    """--target-macs on the tiny student, distilled from itself (no --teacher), a 4-channel grid."""
+    return ["--weights", str(env["student"]), "--out", str(out), "--faces", str(env["eval"]), "--data",
+            str(env["train"]), "--target-macs", "0.85", "--multiple", "4", "--importance-batches", "2",
+            "--finetune-steps", "4", "--calib-size", "8", "--threads", "1", "--no-progress", *extra,
+            "--set", *_train_set(env)]
+
+
+def test_target_macs_in_steps_distilled_from_the_unpruned_student(env):
+    out = env["root"] / "recipe"
+    assert compress_main(_recipe_args(env, out, "--prune-steps", "2", "--int8", "none", "--latency-runs", "0")) == 0
+    report = json.loads((out / "report.json").read_text())
+    m = report["models"]
+    assert m["pruned"]["macs"] <= 0.85 * m["original"]["macs"]
+    assert report["stages"]["search"]["mode"] == "search" and report["stages"]["search"]["ranked"]
+    assert report["settings"]["distill_source"] == str(out / "source.pt")
+    ft = report["stages"]["finetune"]
+    assert ft["steps_per_prune_step"] == [2, 2] and len(ft["runs"]) == 2
+    assert ft["config"]["teacher"] == str(out / "source.pt")
+    assert (out / "step1" / "pruned_init.pt").is_file() and (out / "step1" / "best.pt").is_file()
+    pruned, meta = load_model(out / "pruned.pt")
+    source, _ = load_model(out / "source.pt")
+    assert meta["pruning"]["feature_channels_before"] == source.feature_channels
+    assert [len(i) for i in meta["pruning"]["feature_index"]] == pruned.feature_channels
+    assert {r["protocol"] for r in report["quality"]["rows"]} == {"bicubic", "camera"}
+    # the same command again reuses everything (nothing retrained) and another target is refused
+    mtime = (out / "finetune" / "best.pt").stat().st_mtime
+    assert compress_main(_recipe_args(env, out, "--prune-steps", "2", "--int8", "none", "--latency-runs", "0")) == 0
+    assert (out / "finetune" / "best.pt").stat().st_mtime == mtime
+    args = _recipe_args(env, out, "--prune-steps", "2", "--int8", "none", "--latency-runs", "0")
+    args[args.index("--target-macs") + 1] = "0.8"
+    assert compress_main(args) == 2
+
+
+@needs_int8
+def test_sweep_writes_the_ratio_table(env, capsys):
+    out = env["root"] / "sweep"
+    args = _recipe_args(env, out, "--sweep", "0.9", "0.8", "--int8", "ptq", "--latency-runs", "2")
+    args[args.index("--finetune-steps") + 1] = "1"
+    assert compress_main(args) == 0
+    s = json.loads((out / "sweep.json").read_text())
+    assert [p["fraction"] for p in s["points"]] == [0.9, 0.8]
+    for p in s["points"]:
+        assert p["macs_fraction"] <= p["fraction"] + 1e-9
+        assert p["speedup_ort_fp32"] > 0 and p["speedup_ov_int8"] > 0
+        assert p["delta_bicubic"] is not None and p["delta_camera"] is not None
+    assert {r["model"] for r in s["latency"]["rows"]} == {"original", "macs_0.9", "macs_0.8"}
+    text = (out / "sweep.md").read_text()
+    assert "| MAC fraction |" in text and "OV INT8 speed-up" in text and text in capsys.readouterr().out
+    assert (out / "importance.pt").is_file() and not (out / "macs_0.9" / "importance.pt").exists()
+
+
+def test_trainer_distils_from_a_student_checkpoint(env, tmp_path):
+    """teacher=<a student>: no priors, output + feature distillation through selection adapters."""
+    from pkdn_edge.export.prune import plan_pruning
+    from pkdn_edge.train.config import load_config
+    from pkdn_edge.train.loop import Trainer
+
+    student, _ = load_model(env["student"])
+    plan = plan_pruning(student, 0.5)
+    export_weights(prune_student(student, 0.5), tmp_path / "pruned.pt", meta={"pruning": plan.to_meta()})
+    cfg = load_config(None, _train_set(env), role="student", scale=4, data=str(env["train"]), steps=2, threads=1,
+                      init=str(tmp_path / "pruned.pt"), teacher=str(env["student"]), out=str(tmp_path / "run"),
+                      log_every=1, val_every=2, ckpt_every=1, device="cpu")
+    t = Trainer(cfg)
+    assert t.priors is None and t.teacher.cfg.role == "student"
+    stats = t.train_step(0)
+    assert stats["feat"] >= 0 and stats["out"] > 0
+    assert t.run(progress=False)["done"]
+
+
+def test_fine_tuning_inherits_the_source_degradation(env, tmp_path):
+    """A camera student's degradation, camera settings, validation protocol and precision carry over;
+    without metadata the --train-config YAML is read."""
+    from pkdn_edge.export.compress import CompressConfig
+    from pkdn_edge.export.compress_prune import Run, source_train_settings, train_config
+
+    train = {"degradation": "camera", "camera": {"p_clean": 0.5}, "select_on": "mean", "precision": "bf16",
+             "data": str(env["train"]), "batch_size": 4, "out": "runs/elsewhere"}
+    base, where = source_train_settings({"train": train}, env["student"], None)
+    student, _ = load_model(env["student"])
+    run = Run(CompressConfig(weights=env["student"], out=tmp_path), tmp_path, env["student"], student, base, where)
+    tc = train_config(run, tmp_path / "ft", 10, 1e-4)
+    assert (tc.degradation, tc.camera, tc.select_on, tc.precision, tc.batch_size) == ("camera", {"p_clean": 0.5},
+                                                                                     "mean", "bf16", 4)
+    assert tc.teacher == str(tmp_path / "source.pt") and tc.out == str(tmp_path / "ft")
+    (tmp_path / "c.yaml").write_text("degradation: camera\nselect_on: camera\n")
+    base, where = source_train_settings({}, env["student"], tmp_path / "c.yaml")
+    assert base["degradation"] == "camera" and base["select_on"] == "camera" and where.endswith("c.yaml")
