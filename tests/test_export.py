@@ -299,6 +299,46 @@ def test_format_table_drives_the_cli_targets():
     assert all("fp32" in f.precisions for f in FORMATS)
 
 
+def test_export_targets_and_runtime_backends_are_one_table():
+    from pkdn_edge.engines.base import BACKENDS, DEFAULT_BACKEND
+
+    assert DEFAULT_BACKEND == {f.target: f.backend for f in FORMATS}
+    for f in FORMATS:
+        b = BACKENDS[f.backend]
+        assert b.targets[0] == f.target and f.target in b.search
+        assert set(b.precisions) <= set(f.precisions)  # model selection only looks for precisions that export
+
+
+def test_target_options_column_is_enforced_by_the_cli(tmp, capsys):
+    from pkdn_edge.export.cli import build_parser, request_from_args
+    from pkdn_edge.export.formats import option_flag
+
+    assert TARGETS["tensorrt"].options == ("builder", "exported_program")
+    dests = {a.dest for a in build_parser()._actions}
+    assert all(o in dests for f in FORMATS for o in f.options)
+    for flag in (["--builder", "trtexec"], ["--exported-program"], ["--accuracy-control"]):
+        target = "onnx"
+        with pytest.raises(PKDNError, match=f"{option_flag(flag[0][2:])}|accuracy-control"):
+            request_from_args(build_parser().parse_args(["--target", target, *flag]))
+
+
+def test_cli_flags_map_to_the_same_export_request_as_before():
+    from pkdn_edge.export.cli import build_parser, request_from_args
+    from pkdn_edge.export.settings import ExportRequest
+
+    r = request_from_args(build_parser().parse_args(["--target", "onnx"]))
+    assert (r.target, r.precision, r.weights, r.scale, r.out, r.batch, r.threads, r.verify, r.opset, r.builder) == \
+        ("onnx", None, None, None, None, 1, 2, True, 17, "auto")
+    assert r.calib.settings == Int8Settings() and r.calib.size == 300 and not r.calib.auto_ignore
+    r = request_from_args(build_parser().parse_args(["--target", "tensorrt", "--dynamic", "--no-verify", "--ignore",
+                                                     "auto", "--builder", "none"]))
+    assert r.batch is None and not r.verify and r.calib.auto_ignore and r.builder == "none"
+    with pytest.raises(TypeError, match="by keyword"):
+        run_export("onnx", "fp32", "w.pt", None)
+    with pytest.raises(PKDNError, match="--batch must be >= 1"):
+        ExportRequest("onnx", batch=0).check()
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 
