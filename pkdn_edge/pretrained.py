@@ -1,8 +1,16 @@
 """The shipped student weights and their model cards (torchvision-style metadata, no torch needed).
 
-``pkdn_edge/weights/pkdn_edge_x{4,8}.pt`` are fp16 checkpoints of the ``edge`` students; beside
-each, ``pkdn_edge_x{s}.json`` carries its card: training data, steps, wall time, hardware, the
-evaluation table and the command that produced it, plus the preprocessing the runtime must use.
+Two variants per scale, in ``pkdn_edge/weights/``:
+
+* ``camera`` (the default everywhere: webcam, pkdn-export, pkdn-bench): ``pkdn_edge_x{s}.pt``, the
+  student fine-tuned on the camera degradation model (``train/camera.py``); use it for anything a
+  camera feeds.
+* ``paper``: ``pkdn_edge_x{s}_paper.pt``, the student trained on clean PIL-bicubic LR only (the
+  papers' protocol); use it to compare with the literature.
+
+Each ``.pt`` (fp16 weights) has a ``.json`` card beside it: training data, degradation, steps, wall
+time, hardware, the evaluation under both protocols and the commands that produced it, plus the
+preprocessing the runtime must use.
 """
 
 from __future__ import annotations
@@ -14,24 +22,33 @@ from .errors import PKDNError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SCALES = (4, 8)
+VARIANTS = {"camera": "pkdn_edge_x{scale}", "paper": "pkdn_edge_x{scale}_paper"}
+DEFAULT_VARIANT = "camera"
 
 
-def pretrained_path(scale: int) -> Path:
-    """Path of the shipped ``edge`` student checkpoint for ``scale`` (4 or 8)."""
+def _stem(scale: int, variant: str) -> str:
     if scale not in SCALES:
         raise PKDNError(f"no shipped student for ×{scale}; shipped scales: {SCALES}")
-    path = WEIGHTS_DIR / f"pkdn_edge_x{scale}.pt"
+    if variant not in VARIANTS:
+        raise PKDNError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return VARIANTS[variant].format(scale=scale)
+
+
+def pretrained_path(scale: int, variant: str = DEFAULT_VARIANT) -> Path:
+    """Path of the shipped ``edge`` student checkpoint for ``scale`` (4 or 8) and ``variant``
+    (``camera``, the default, or ``paper``)."""
+    path = WEIGHTS_DIR / f"{_stem(scale, variant)}.pt"
     if not path.is_file():
         raise PKDNError(
-            f"shipped ×{scale} weights are missing ({path}); pass --weights PATH or train them with "
-            f"`pkdn-train student --config train/configs/edge_x{scale}_student.yaml`"
+            f"shipped ×{scale} {variant} weights are missing ({path}); pass --weights PATH or train them with "
+            f"`pkdn-train student --config train/configs/camera_x{scale}_student.yaml`"
         )
     return path
 
 
-def model_card(scale: int) -> dict:
+def model_card(scale: int, variant: str = DEFAULT_VARIANT) -> dict:
     """The shipped student's card (``{}`` when it has none)."""
-    card = WEIGHTS_DIR / f"pkdn_edge_x{scale}.json"
+    card = WEIGHTS_DIR / f"{_stem(scale, variant)}.json"
     if not card.is_file():
         return {}
     try:

@@ -172,3 +172,18 @@ def test_camera_protocol_set_is_stable_and_harder_than_the_paper_protocol():
         protocol_lr(hr, 4, "jpeg")
 
 
+
+
+def test_clean_teacher_lr_leaves_the_degraded_batch_unchanged():
+    """``teacher_lr: clean``: the teacher gets the PIL-bicubic LR of the same (flipped) HR faces; the
+    student's degraded LR is the same batch as without it (a fair distillation ablation)."""
+    from pkdn_edge.train.data import BatchSampler, to_tensor
+
+    hr = _faces(8, 64)
+    plain = BatchSampler(hr, 4, "camera", seed=2, camera={"p_clean": 0.0}).batch(3, 4)
+    both = BatchSampler(hr, 4, "camera", seed=2, camera={"p_clean": 0.0}, clean_lr=True).batch(3, 4)
+    assert bool((plain["lr"] == both["lr"]).all()) and "lr_clean" not in plain
+    hr_b = (both["hr"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    want = to_tensor(np.stack([bicubic_down(np.ascontiguousarray(x), 4) for x in hr_b]))
+    assert bool((both["lr_clean"] == want).all())
+    assert not bool((both["lr_clean"] == both["lr"]).all())

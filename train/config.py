@@ -46,6 +46,8 @@ class TrainConfig:
     teacher: str = ""                # teacher checkpoint; empty = no distillation (the ablation). A student
                                      # checkpoint of the same scale works too (distilled without a prior), e.g.
                                      # the unpruned student when fine-tuning its pruned copy (pkdn-compress)
+    teacher_lr: str = "same"         # the teacher's LR input: "same" as the student's, or "clean" (the PIL-bicubic
+                                     # LR of the same HR face: privileged input when the student's LR is degraded)
     w_pixel: float = 1.0             # pixel loss D(SR_s, HR), D = pixel_loss
     pixel_loss: str = "l1"           # "l1", or "mse" (the quantity PSNR measures; for a final fine-tune)
     w_feat: float = 1.0              # per-stage feature distillation, start weight
@@ -94,6 +96,8 @@ class TrainConfig:
             raise PKDNError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.degradation not in ("bicubic", "camera", "webcam"):
             raise PKDNError(f"degradation must be 'bicubic', 'camera' or 'webcam', got {self.degradation!r}")
+        if self.teacher_lr not in ("same", "clean"):
+            raise PKDNError(f"teacher_lr must be 'same' or 'clean', got {self.teacher_lr!r}")
         if self.select_on not in ("bicubic", "camera", "mean"):
             raise PKDNError(f"select_on must be 'bicubic', 'camera' or 'mean', got {self.select_on!r}")
         if not isinstance(self.camera, dict):

@@ -227,11 +227,13 @@ class BatchSampler:
     def __init__(
         self, hr: np.ndarray, scale: int, degradation: str = "bicubic", priors: np.ndarray | None = None,
         flip: bool = True, augment: bool = True, seed: int = 0, camera: dict | None = None,
+        clean_lr: bool = False,
     ) -> None:
         if degradation not in ("bicubic", "camera", "webcam"):
             raise PKDNError(f"unknown degradation {degradation!r}; choose 'bicubic', 'camera' or 'webcam'")
         self.hr, self.scale, self.degradation = hr, scale, degradation
         self.priors, self.flip, self.augment, self.seed = priors, flip, augment, seed
+        self.clean_lr = clean_lr and degradation != "bicubic"  # also the paper-protocol LR (batch["lr_clean"])
         precompute = degradation == "bicubic" and not augment
         self.lr = np.stack([bicubic_down(x, scale) for x in hr]) if precompute else None
         self.degrade = None
@@ -244,7 +246,9 @@ class BatchSampler:
         return len(self.hr)
 
     def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
-        """→ ``{"lr": (B,3,h,w), "hr": (B,3,H,W)[, "prior": (B,K,H,W)]}`` float32 in [0, 1]."""
+        """→ ``{"lr": (B,3,h,w), "hr": (B,3,H,W)[, "prior": (B,K,H,W)][, "lr_clean": (B,3,h,w)]}``
+        float32 in [0, 1]; ``lr_clean`` (with ``clean_lr``) is the PIL-bicubic LR of the same HR faces
+        and draws nothing from the generator, so the degraded batches are the same with or without it."""
         rng = np.random.default_rng([self.seed, step])
         idx = rng.integers(0, len(self.hr), batch_size)
         flips = rng.random(batch_size) < 0.5 if self.flip else np.zeros(batch_size, bool)
@@ -261,6 +265,8 @@ class BatchSampler:
         hr = np.where(flips[:, None, None, None], hr[:, :, ::-1], hr)
         lr = np.where(flips[:, None, None, None], lr[:, :, ::-1], lr)
         out = {"lr": to_tensor(lr), "hr": to_tensor(hr)}
+        if self.clean_lr:  # hr is already flipped here
+            out["lr_clean"] = to_tensor(np.stack([bicubic_down(np.ascontiguousarray(x), self.scale) for x in hr]))
         if pri is not None:
             p = pri.copy()
             for a, b in FLIP_PAIRS:

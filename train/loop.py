@@ -172,7 +172,7 @@ class Trainer:
 
         self.sampler = BatchSampler(
             self.train_data.hr, cfg.scale, cfg.degradation, self.priors, augment=cfg.augment, seed=cfg.seed,
-            camera=cfg.camera,
+            camera=cfg.camera, clean_lr=self.teacher is not None and cfg.teacher_lr == "clean",
         )
         # validation LR per protocol: the paper's always; the frozen camera protocol's when trained or selected on it
         protocols = ["bicubic"] + (["camera"] if cfg.degradation == "camera" or cfg.select_on != "bicubic" else [])
@@ -303,7 +303,7 @@ class Trainer:
         stats = {"l1": l1.item(), "lr": lr_now, "data_s": t_data}
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
-                sr_t, feats_t = self.teacher.forward_features(b["lr"], b.get("prior"))  # no prior: a student source
+                sr_t, feats_t = self.teacher.forward_features(b.get("lr_clean", b["lr"]), b.get("prior"))  # no prior: a student source
             sr_t, feats_t = sr_t.float(), [f.float() for f in feats_t]
             fd = feature_distillation(self.adapters(feats), feats_t)
             od = F.l1_loss(sr, sr_t)
