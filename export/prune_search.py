@@ -34,6 +34,8 @@ from pkdn_edge.models import PKDNConfig
 
 from .prune import check_slimmer, upsampler_widths
 
+# residual-block inner widths tried: with stage widths on the 16-grid, 2/3 and 1/3 of 48 are 32 and 16
+MID_RATIOS = (1.0, 0.75, 0.666667, 0.5, 0.333333)
 Conv = tuple[str, int, int, int, int]  # (layer group, in channels, out channels, kernel area, output grid area)
 
 
@@ -98,7 +100,7 @@ def _widths(full: int, multiple: int, floor: int) -> list[int]:
     return sorted({w for w in range(multiple, full + 1, multiple) if w >= floor} | {full})
 
 
-def candidates(src: PKDNConfig, multiple: int = 16, mid_ratios: tuple[float, ...] = (1.0, 0.75, 0.5)) -> list[PKDNConfig]:
+def candidates(src: PKDNConfig, multiple: int = 16, mid_ratios: tuple[float, ...] = MID_RATIOS) -> list[PKDNConfig]:
     """Every slimmer config of ``src`` on the grid (stage widths and ``refine_width`` multiples of
     ``multiple``; ``mid_ratio`` from ``mid_ratios`` up to the source's)."""
     stage = [_widths(w, multiple, min(multiple, w)) for w in src.widths]
@@ -158,7 +160,7 @@ class SearchResult:
 
 def search_config(src: PKDNConfig, importance: dict[str, torch.Tensor], target: float, multiple: int = 16,
                   top: int = 6, measure: Callable[[PKDNConfig], float] | None = None,
-                  mid_ratios: tuple[float, ...] = (1.0, 0.75, 0.5)) -> SearchResult:
+                  mid_ratios: tuple[float, ...] = MID_RATIOS) -> SearchResult:
     """The least damaged slim config of ``src`` with at most ``target`` of its MACs (plain and
     block-padded); see the module docstring. Raises ValueError when none fits the budget."""
     if not 0.0 < target <= 1.0:
