@@ -150,7 +150,6 @@ def export_qdq_onnx(ctx: ExportContext, dst: Path) -> dict[str, Any]:
         settings, extras["selection"] = _auto_settings(ctx, base, calib_lr, select_hr, dst)
     steps(f"NNCF PTQ on PyTorch ({settings.label()}), statistics on {min(settings.subset_size, len(calib_lr))} "
           f"of {len(calib_lr)} faces")
-    ctx.log(f"int8: NNCF PTQ on PyTorch ({settings.label()}) with {len(calib_lr)} faces → Q/DQ ONNX")
     q = quantize_torch(ctx.model, calib_lr, settings)
     steps.done()
     info = qdq_from_model(ctx, q, dst, steps)
