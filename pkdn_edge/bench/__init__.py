@@ -13,4 +13,9 @@ stages), :mod:`.report` (targets, Markdown, JSON, plots).
 
 Nothing here imports torch at import time; torch is needed only to build artifacts and for the
 PyTorch configurations.
+
+A **development subpackage**: it ships in the wheel but imports :mod:`pkdn_edge.export` and
+:mod:`pkdn_edge.train` to build what it times, so it needs ``pip install 'pkdn-edge[bench]'`` (the
+export tools; ``[dev]`` includes it). A device (runtime-only) install never imports it; see
+``docs/architecture.md``.
 """

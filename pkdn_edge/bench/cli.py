@@ -115,7 +115,6 @@ def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dic
     from .quality import default_faces_dir, load_faces, make_lr
     from .report import compute_targets, write_report
     from .system import CpuContention, gpu_info, load_average, machine_info
-    from .worker import measure, measure_isolated
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     load_start = load_average()  # before any work of ours: the machine's own load
@@ -172,23 +171,7 @@ def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dic
     machine = machine_info(args.threads)
     machine["load_average"] = load_start
     contention = CpuContention().start()
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="pkdn-bench-") as tmp:
-        npz = Path(tmp) / "faces.npz"
-        np.savez(npz, hr=hr, **{f"lr{s}": v for s, v in lr.items()})
-        for i, c in enumerate(configs, 1):
-            log(f"[{i}/{len(configs)}] {c.id} ...")
-            spec = c.to_dict()
-            if args.no_isolate:
-                try:
-                    rec = measure(spec, lr[c.scale], hr, args.threads, args.warmup, args.runs)
-                    rec["isolated"] = False
-                except Exception as exc:  # noqa: BLE001 - reported, the other configurations go on
-                    rec = {**spec, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            else:
-                rec = measure_isolated(spec, npz, args.threads, args.warmup, args.runs)
-            results.append(rec)
-            log("    " + _summary_line(rec))
+    results = _measure_all(configs, lr, hr, args, log)
 
     stages = None
     if not args.no_stages:
@@ -220,6 +203,32 @@ def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dic
         log(f"target {t['name']}: {t['status'].upper()}" + (f" ({t['reason']})" if t.get("reason") else ""))
     log("wrote " + ", ".join(str(f) for f in files))
     return rep
+
+
+def _measure_all(configs: list[Any], lr: dict[int, np.ndarray], hr: np.ndarray, args: argparse.Namespace,
+                 log: Any) -> list[dict[str, Any]]:
+    """One result record per configuration, each in its own process unless ``--no-isolate``;
+    ``lr[s]`` (N,3,h,w) float32 and ``hr`` (N,128,128,3) uint8 are the evaluation faces."""
+    from .worker import measure, measure_isolated
+
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pkdn-bench-") as tmp:
+        npz = Path(tmp) / "faces.npz"
+        np.savez(npz, hr=hr, **{f"lr{s}": v for s, v in lr.items()})
+        for i, c in enumerate(configs, 1):
+            log(f"[{i}/{len(configs)}] {c.id} ...")
+            spec = c.to_dict()
+            if args.no_isolate:
+                try:
+                    rec = measure(spec, lr[c.scale], hr, args.threads, args.warmup, args.runs)
+                    rec["isolated"] = False
+                except Exception as exc:  # noqa: BLE001 - reported, the other configurations go on
+                    rec = {**spec, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            else:
+                rec = measure_isolated(spec, npz, args.threads, args.warmup, args.runs)
+            results.append(rec)
+            log("    " + _summary_line(rec))
+    return results
 
 
 def _write_index(root: Path, configs: list[Any], faces_dir: Path, threads: int) -> None:
