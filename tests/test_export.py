@@ -452,3 +452,13 @@ def test_openvino_telemetry_sends_and_forks_nothing(monkeypatch):
     backend = backend_ga4.GA4Backend.__new__(backend_ga4.GA4Backend)
     backend.backend_url = "https://example.invalid/collect"
     assert backend.send({"event": "x"}) is None and forks == []
+
+
+@needs_nncf
+def test_int8_export_prints_numbered_steps_with_their_times(tmp):
+    lines: list[str] = []
+    run_export("onnx", "int8", tmp / "w.pt", out=tmp / "int8_steps", calib=FAST_CALIB, threads=2, verify=False,
+               benchmark=False, log=lines.append)
+    steps = [ln for ln in lines if ln.startswith("int8 [")]
+    assert [s.split("]")[0] for s in steps if s.endswith("...")] == ["int8 [1/4", "int8 [2/4", "int8 [3/4", "int8 [4/4"]
+    assert sum(" done in " in s for s in steps) == 4 and "convs in INT8" in steps[-1]
