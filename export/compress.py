@@ -134,9 +134,11 @@ def complexity(model: Any) -> dict[str, Any]:
 def export(target: str, precision: str, weights: Path, out: Path, threads: int, **options: Any) -> Any:
     """One ``pkdn-export`` of ``weights`` (batch 1, no benchmark; quiet unless ``log`` is given)."""
     from .exporter import run_export
+    from .settings import ExportRequest
 
     options = {"verify": False, "log": lambda s: None, **options}
-    return run_export(target, precision, weights, out=out, batch=1, threads=threads, benchmark=False, **options)
+    return run_export(ExportRequest(target, precision, weights, out=out, batch=1, threads=threads, benchmark=False,
+                                    **options))
 
 
 def _start(cfg: CompressConfig, log: Callable[[str], None]) -> tuple[Run, Path]:
@@ -351,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniform pruning: fraction of every channel space removed, in [0, 1) (default 0.5)")
     p.add_argument("--target-macs", type=float, default=None,
                    help="per-layer pruning to at most this fraction of the source's MACs (overrides --prune)")
+    p.add_argument("--target-speedup", type=float, default=None,
+                   help="with --target-macs: also an estimated OpenVINO INT8 speed-up of at least this (e.g. 1.3)")
     p.add_argument("--sweep", type=float, nargs="+", default=(), metavar="F",
                    help="run the recipe for each MAC fraction and write one ratio table (sweep.md)")
     p.add_argument("--prune-steps", type=int, default=1, help="prune in this many steps, fine-tuning between (default 1)")
@@ -395,6 +399,7 @@ def config_from_args(args: argparse.Namespace) -> CompressConfig:
 
     return CompressConfig(
         weights=args.weights, out=args.out, teacher=args.teacher, prune=args.prune, target_macs=args.target_macs,
+        target_speedup=args.target_speedup,
         prune_steps=args.prune_steps, importance=args.importance, importance_batches=args.importance_batches,
         multiple=args.multiple, distill_from=args.distill_from, train_config=args.train_config,
         finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, int8=args.int8, qat_steps=args.qat_steps,

@@ -31,6 +31,8 @@ class CompressConfig:
             (used when ``target_macs`` is None).
         target_macs: per-layer pruning (:mod:`.prune_search`): the slim model has at most this
             fraction of the source's MACs, in (0, 1].
+        target_speedup: with ``target_macs``: also an estimated OpenVINO INT8 speed-up of at least
+            this (:func:`.prune_search.latency_proxy`; None: MACs only).
         prune_steps: prune in this many steps, each followed by a share of the fine-tuning.
         importance: ``taylor`` (measured on training batches, :mod:`.importance`) or ``norm``
             (weight group norms; uniform ``prune`` only).
@@ -62,6 +64,7 @@ class CompressConfig:
     teacher: Path | None = None
     prune: float = 0.5
     target_macs: float | None = None
+    target_speedup: float | None = None
     prune_steps: int = 1
     importance: str = "taylor"
     importance_batches: int = 64
@@ -95,7 +98,7 @@ class CompressConfig:
 
     def state(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote ``--out`` (besides the weights)."""
-        keys = ("prune",) if self.target_macs is None else ("target_macs", "multiple")
+        keys = ("prune",) if self.target_macs is None else ("target_macs", "target_speedup", "multiple")
         keys += ("prune_steps", "importance", "distill_from")
         return {k: getattr(self, k) for k in keys}
 
@@ -108,7 +111,8 @@ class CompressConfig:
     def label(self) -> str:
         """How the model is pruned, in words."""
         how = (f"{self.prune:.0%} of every channel space" if self.target_macs is None
-               else f"to <= {self.target_macs:.0%} of the MACs (per-layer search, {self.multiple}-channel grid)")
+               else f"to <= {self.target_macs:.0%} of the MACs (per-layer search, {self.multiple}-channel grid"
+                    + (f", estimated speed-up >= {self.target_speedup:g}x)" if self.target_speedup else ")"))
         return f"{how}, {self.importance} importance, {self.prune_steps} step(s)"
 
 
@@ -119,6 +123,8 @@ def check(cfg: CompressConfig) -> None:
     for t in ((cfg.target_macs,) if cfg.target_macs is not None else ()) + tuple(cfg.sweep):
         if not 0.0 < t <= 1.0:
             raise PKDNError(f"--target-macs / --sweep fractions must be in (0, 1], got {t}")
+    if cfg.target_speedup is not None and cfg.target_speedup < 1.0:
+        raise PKDNError(f"--target-speedup must be >= 1, got {cfg.target_speedup}")
     if cfg.finetune_steps < 0 or cfg.qat_steps < 0 or cfg.latency_runs < 0:
         raise PKDNError("--finetune-steps, --qat-steps and --latency-runs must be >= 0")
     if cfg.prune_steps < 1 or cfg.importance_batches < 1 or cfg.multiple < 1:

@@ -170,7 +170,7 @@ def choose_target(run: Run, imp: dict[str, Any], measure: Importance) -> tuple[A
         return output_damage(run.student, apply_pruning(run.student, plan_for_config(run.student, c, imp)), lr)
 
     try:
-        res = search_config(src, imp, cfg.target_macs, cfg.multiple, measure=damage)
+        res = search_config(src, imp, cfg.target_macs, cfg.multiple, measure=damage, min_speedup=cfg.target_speedup)
     except ValueError as exc:
         raise PKDNError(str(exc)) from None
     return res.config, {"mode": "search", **res.to_dict()}

@@ -83,6 +83,21 @@ def config_macs(cfg: PKDNConfig, block: int = 1, lr_side: int | None = None) -> 
     return sum(_pad(ci, block) * _pad(co, block) * k * a for _, ci, co, k, a in conv_shapes(cfg, lr_side))
 
 
+# ms per call ≈ a·(padded MMACs) + b·(padded conv-output elements, millions) + c: least squares over five
+# ×4 students (original, 4 pruned configs) as OpenVINO INT8, 1 thread, CPU time per call measured under
+# load on this 2-core AMD EPYC (2026-12-05; fp32 fits 0.0067 / 1.46 / 0.04). The activation volume
+# dominates: the 32×32 stage-0 and 64/128-px upsampler layers cost far more time than their MACs say.
+LATENCY_MODEL = (0.00081, 1.08, 0.70)
+
+
+def latency_proxy(cfg: PKDNConfig, block: int = 16) -> float:
+    """Estimated ms per face of an OpenVINO INT8 student of ``cfg`` (:data:`LATENCY_MODEL`); only
+    ratios between configs are meant to be used."""
+    a, b, c = LATENCY_MODEL
+    acts = sum(_pad(co, block) * area for _, _, co, _, area in conv_shapes(cfg))
+    return a * config_macs(cfg, block) / 1e6 + b * acts / 1e6 + c
+
+
 def profile_rows(cfg: PKDNConfig) -> list[tuple[str, int, float]]:
     """Per-layer-group cost profile: ``(group, MACs, share of the total)``, largest first."""
     acc: dict[str, int] = {}
@@ -160,20 +175,24 @@ class SearchResult:
 
 def search_config(src: PKDNConfig, importance: dict[str, torch.Tensor], target: float, multiple: int = 16,
                   top: int = 6, measure: Callable[[PKDNConfig], float] | None = None,
-                  mid_ratios: tuple[float, ...] = MID_RATIOS) -> SearchResult:
+                  mid_ratios: tuple[float, ...] = MID_RATIOS, min_speedup: float | None = None) -> SearchResult:
     """The least damaged slim config of ``src`` with at most ``target`` of its MACs (plain and
-    block-padded); see the module docstring. Raises ValueError when none fits the budget."""
+    block-padded) and, with ``min_speedup``, an estimated speed-up (:func:`latency_proxy`) of at
+    least that; see the module docstring. Raises ValueError when none fits the budget."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"the MAC target is a fraction of the source's MACs in (0, 1], got {target}")
-    base, base_pad = config_macs(src), config_macs(src, multiple)
+    base, base_pad, base_ms = config_macs(src), config_macs(src, multiple), latency_proxy(src, multiple)
     table = damage_table(importance)
     rows = []
     for cfg in candidates(src, multiple, mid_ratios):
-        macs, padded = config_macs(cfg), config_macs(cfg, multiple)
-        if macs <= target * base and padded <= target * base_pad:
-            rows.append({"config": cfg, "macs": macs, "padded_macs": padded, "damage": config_damage(table, cfg)})
+        macs, padded, speedup = config_macs(cfg), config_macs(cfg, multiple), base_ms / latency_proxy(cfg, multiple)
+        if macs <= target * base and padded <= target * base_pad and speedup >= (min_speedup or 0.0):
+            rows.append({"config": cfg, "macs": macs, "padded_macs": padded, "proxy_speedup": speedup,
+                         "damage": config_damage(table, cfg)})
     if not rows:
-        raise ValueError(f"no config of {list(src.widths)} on a {multiple}-channel grid has <= {target:.0%} of its MACs")
+        extra = f" and an estimated speed-up >= {min_speedup}x" if min_speedup else ""
+        raise ValueError(f"no config of {list(src.widths)} on a {multiple}-channel grid has <= {target:.0%} of its MACs"
+                         f"{extra}")
     rows.sort(key=lambda r: (r["damage"], r["padded_macs"]))
     head = rows[:top]
     for r in head:

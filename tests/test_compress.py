@@ -103,7 +103,7 @@ def test_compress_runs_end_to_end_and_writes_the_report(env, capsys):
 
 
 @pytest.mark.parametrize("case", ["missing", "teacher_as_student", "ratio", "mode", "reserved", "teacher_scale",
-                                  "faces", "data", "foreign_out"])
+                                  "faces", "data", "foreign_out", "macs", "speedup"])
 def test_bad_inputs_are_one_line_errors(env, tmp_path, capsys, case):
     out = tmp_path / "out"
     args = _args(env, out, "--int8", "none")
@@ -127,6 +127,10 @@ def test_bad_inputs_are_one_line_errors(env, tmp_path, capsys, case):
     elif case == "foreign_out":
         out.mkdir()
         (out / "notes.txt").write_text("keep")
+    elif case == "macs":
+        args = ["--target-macs", "1.5"] + args
+    elif case == "speedup":
+        args = ["--target-macs", "0.9", "--target-speedup", "0.5"] + args
     assert compress_main(args) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: "), err

@@ -287,3 +287,18 @@ def test_pruning_in_steps_records_channels_against_the_original():
     assert [len(i) for i in meta["feature_index"]] == c.feature_channels
     for ib, ic, outer in zip(plan_b.feature_index(), plan_c.feature_index(), meta["feature_index"]):
         assert outer == [ib[j] for j in ic]
+
+
+def test_search_with_a_speed_target_thins_the_high_resolution_layers():
+    """The latency proxy charges activation volume: a speed target forces stage 0 or the upsampler
+    (32×32 and 64/128-px grids) thinner than MACs alone would."""
+    from pkdn_edge.export.prune_search import latency_proxy, search_config
+
+    m = create_model("edge", 4)
+    imp = channel_importance(m)
+    res = search_config(m.cfg, imp, 0.72, top=1, min_speedup=1.25)
+    c = res.config
+    assert latency_proxy(m.cfg) / latency_proxy(c) >= 1.25 and res.ranked[0]["proxy_speedup"] >= 1.25
+    assert c.widths[0] < m.cfg.widths[0] or c.refine_width < m.cfg.refine_width
+    with pytest.raises(ValueError, match="speed-up"):
+        search_config(m.cfg, imp, 0.72, min_speedup=50.0)
