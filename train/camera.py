@@ -321,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        from .data import FaceData
+        from pathlib import Path
 
-        hr = FaceData.load(args.faces, recursive=False).hr[: args.max_faces]
+        files = sorted(f for f in Path(args.faces).glob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        faces = [cv2.imread(str(f)) for f in files[: args.max_faces]]
+        if not faces or any(f is None or f.shape[:2] != (128, 128) for f in faces):
+            raise PKDNError(f"{args.faces}: expected readable aligned 128×128 faces (pkdn-prepare output)")
+        hr = np.stack([f[..., ::-1] for f in faces])
         fig = example_figure(hr, args.draws)
         if not cv2.imwrite(args.out, fig[..., ::-1]):
             raise PKDNError(f"could not write {args.out}")
