@@ -14,10 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pkdn_edge": ROOT / "pkdn_edge", "pkdn_edge.train": ROOT / "train", "pkdn_edge.export": ROOT / "export"}
-# TODO(issue 22.4): train/camera.py's figure CLI imports train/data.py, which imports camera.py (a
-# lazy import); owned by the training side. Remove this entry once broken (the test then guards it).
-# (The train/loop.py <-> train/warmstart.py cycle is already gone.)
-KNOWN_CYCLES: list[set[str]] = [{"pkdn_edge.train.camera", "pkdn_edge.train.data"}]
+# None left (train/loop.py <-> train/warmstart.py and train/camera.py <-> train/data.py were broken).
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def project_modules() -> dict[str, Path]:
