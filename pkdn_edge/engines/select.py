@@ -22,16 +22,16 @@ from typing import Any
 from pkdn_edge.errors import MissingDependencyError, PKDNError
 from pkdn_edge.manifest import MANIFEST_NAME, sha256_file
 from pkdn_edge.pipeline import BicubicEngine
+from pkdn_edge.engines.base import BACKENDS as _BACKEND_TABLE
 from pkdn_edge.pretrained import WEIGHTS_DIR, pretrained_path
 
 __all__ = ["BACKENDS", "MODEL_SELECTION", "build_engine", "default_artifacts", "model_candidates", "stale_export_note"]
 
 BACKENDS = ("auto", "openvino", "onnxruntime", "tensorrt", "torch", "bicubic")
-# artifact folder target name per backend (pkdn-export --target ...), in order of preference
-_TARGETS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "tensorrt": ("tensorrt",),
-            "torch": ("torch",)}
-_PRECISIONS = {"tensorrt": ("fp16", "int8", "fp32"), "openvino": ("fp32", "int8", "fp16"),
-               "onnxruntime": ("fp32", "int8", "fp16"), "torch": ("fp32", "fp16")}
+# artifact folder target names and precisions per backend, in order of preference: read off the one
+# backend table (pkdn_edge.engines.base.BACKENDS, which export/formats.py agrees with)
+_TARGETS = {name: info.search or info.targets[:1] for name, info in _BACKEND_TABLE.items()}
+_PRECISIONS = {name: info.precisions for name, info in _BACKEND_TABLE.items()}
 MODEL_SELECTION = """\
 model selection (--backend auto, no --artifact), per scale s (4, 8; both for --scale auto):
   1. an exported artifact <target>_<precision>_x<s>/ (pkdn-export output: model + manifest.json) in
@@ -66,8 +66,7 @@ def _shipped_roots() -> list[Path]:
 
 
 def _backend_available(backend: str) -> bool:
-    mod = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}[backend]
-    return importlib.util.find_spec(mod) is not None
+    return importlib.util.find_spec(_BACKEND_TABLE[backend].package) is not None
 
 
 def _auto_backends() -> list[str]:
@@ -146,10 +145,9 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
         return _load_engine(p, None if backend == "auto" else backend, threads, precision, tta)
     backends = _auto_backends() if backend == "auto" else [backend]
     if backend != "auto" and not _backend_available(backend):
-        extra = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "train"}.get(backend)
         if backend == "tensorrt":
             raise PKDNError("TensorRT is not installed (it comes with JetPack / NVIDIA's installers)")
-        raise MissingDependencyError(backend, extra, f"--backend {backend}")
+        raise MissingDependencyError(backend, _BACKEND_TABLE[backend].extra, f"--backend {backend}")
     for cand, b in model_candidates(backends, scale, precision):
         if (cand / MANIFEST_NAME).is_file():
             log(f"engine x{scale}: {cand} ({b})")
