@@ -232,10 +232,17 @@ def test_stop_while_reconnecting_a_lost_camera_is_a_stop_not_a_failure(tmp_path,
     exit 0, no error line."""
     import signal
 
+    def outside_the_loop(signum, frame):  # a SIGTERM the loop's own handler did not catch fails the test
+        raise AssertionError("SIGTERM arrived outside the loop's handler")  # instead of killing pytest
+
     _unplugged_camera(monkeypatch, sleep=lambda s: signal.raise_signal(signal.SIGTERM))
     stats = tmp_path / "s.json"
-    rc, err = _run(capsys, "--source", "0", "--headless", "--backend", "bicubic", "--output", "none",
-                   "--stats-json", stats)
+    previous = signal.signal(signal.SIGTERM, outside_the_loop)
+    try:
+        rc, err = _run(capsys, "--source", "0", "--headless", "--backend", "bicubic", "--output", "none",
+                       "--stats-json", stats)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert rc == 0, err
     s = json.loads(stats.read_text())
     assert s["end_reason"] == "terminated" and s["source_lost"] is False and "error:" not in err
