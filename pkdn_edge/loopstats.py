@@ -107,19 +107,6 @@ class StabilityMeter:
                 "flicker": round(self.sum_flicker / c, 4), "pairs": self.pairs}
 
 
-def _truth_landmarks(source: FrameSource, index: int) -> list[np.ndarray] | None:
-    """True landmarks of a demo frame (also through --downscale), else None."""
-    src, k = source, 1.0
-    if isinstance(src, Downscale):
-        k, src = src.factor, src.source
-    if not isinstance(src, DemoSource):
-        return None
-    lms = src.landmarks_at(index)
-    if k != 1.0:
-        lms = [(lm + 0.5) / k - 0.5 for lm in lms]
-    return lms
-
-
 class LandmarkError:
     """Normalised mean error (point error / true IOD) of the landmarks used for alignment, on the
     demo source, where the truth is known."""
