@@ -81,6 +81,21 @@ def _id_model(model):
     return ids
 
 
+def _zero_dropped(m, plan) -> None:
+    """Zero, in place, every weight of ``m`` that ``apply_pruning(m, plan)`` does not copy (found by
+    pruning a copy of ``m`` whose weights are their own indices), so ``m`` computes what the slim model does."""
+    from pkdn_edge.export.prune import apply_pruning
+
+    copied = torch.cat([p.detach().reshape(-1) for p in apply_pruning(_id_model(m), plan).parameters()]).long()
+    keep = torch.zeros(sum(p.numel() for p in m.parameters()) + 1, dtype=torch.bool)
+    keep[copied] = True
+    with torch.no_grad():
+        start = 1
+        for p in m.parameters():
+            p.mul_(keep[start : start + p.numel()].reshape(p.shape))
+            start += p.numel()
+
+
 @pytest.mark.parametrize("preset,scale,ratio", [("edge", 4, 0.5), ("edge", 8, 0.3), ("paper", 8, 0.6)])
 def test_pruned_model_equals_the_original_with_dropped_channels_zeroed(preset, scale, ratio):
     """Independent of the coupling list: tag every weight entry with an id, prune the tagged copy with
@@ -92,14 +107,7 @@ def test_pruned_model_equals_the_original_with_dropped_channels_zeroed(preset, s
     m = create_model(preset, scale).eval()
     plan = plan_pruning(m, ratio)
     slim = apply_pruning(m, plan).eval()
-    copied = torch.cat([p.detach().reshape(-1) for p in apply_pruning(_id_model(m), plan).parameters()]).long()
-    keep = torch.zeros(sum(p.numel() for p in m.parameters()) + 1, dtype=torch.bool)
-    keep[copied] = True
-    with torch.no_grad():
-        start = 1
-        for p in m.parameters():
-            p.mul_(keep[start : start + p.numel()].reshape(p.shape))
-            start += p.numel()
+    _zero_dropped(m, plan)
     lr = torch.rand(2, 3, 128 // scale, 128 // scale)
     with torch.no_grad():
         y_full, f_full = m.forward_features(lr)
@@ -234,14 +242,8 @@ def test_per_layer_pruning_equals_the_original_with_dropped_channels_zeroed(pres
         m = create_model(preset, scale, widths=(48, 64, 96)).eval()
     plan = plan_for_config(m, replace(m.cfg, **overrides), channel_importance(m))
     slim = apply_pruning(m, plan).eval()
-    copied = torch.cat([p.detach().reshape(-1) for p in apply_pruning(_id_model(m), plan).parameters()]).long()
-    keep = torch.zeros(sum(p.numel() for p in m.parameters()) + 1, dtype=torch.bool)
-    keep[copied] = True
+    _zero_dropped(m, plan)
     with torch.no_grad():
-        start = 1
-        for p in m.parameters():
-            p.mul_(keep[start : start + p.numel()].reshape(p.shape))
-            start += p.numel()
         lr = torch.rand(2, 3, 128 // scale, 128 // scale)
         torch.testing.assert_close(slim(lr), m(lr), atol=2e-5, rtol=1e-4)
     assert slim.cfg == replace(m.cfg, **overrides)
