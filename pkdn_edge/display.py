@@ -1,5 +1,6 @@
-"""What the webcam loop shows: the composed view (output, or bicubic | pkdn-edge side by side) with
-its FPS/latency overlay, and the optional window.
+"""What the webcam loop shows: the composed view (output, bicubic | pkdn-edge side by side, or the
+output with a zoom panel of the super-resolved faces at their native size) with its FPS/latency
+overlay, and the optional window.
 
 Runs without torch: numpy + cv2.
 """
@@ -12,7 +13,36 @@ import sys
 import cv2
 import numpy as np
 
-from pkdn_edge.pipeline import FrameResult
+from pkdn_edge.face.align import rescale_matrix
+from pkdn_edge.pipeline import FaceResult, FrameResult
+
+VIEWS = ("auto", "side-by-side", "output", "zoom")
+
+# the zoom panel: one row per super-resolved face, [pkdn-edge SR | plain bicubic], TILE x TILE each
+TILE = 128          # px: the SR output's native size (every shipped engine outputs 128x128)
+PAD = 6             # px between tiles, rows and the panel's edges
+LABEL_H = 16        # px of label above each row's tiles
+ROW_H = LABEL_H + TILE + PAD
+PANEL_W = 3 * PAD + 2 * TILE
+PANEL_BG = 40       # gray of the panel's background
+
+
+def zoom_rows(canvas_h: int, max_tiles: int) -> int:
+    """How many face rows the zoom panel has beside a canvas ``canvas_h`` px tall: as many as fit, at
+    most ``max_tiles``."""
+    return max(0, min(int(max_tiles), (int(canvas_h) - PAD) // ROW_H))
+
+
+def auto_view(frame_wh: tuple[int, int], canvas_wh: tuple[int, int], engine_scale: float) -> str:
+    """The headless default view (``--view auto`` without a window) for a ``frame_wh`` frame shown on a
+    ``canvas_wh`` canvas, with ``engine_scale`` the largest scale a face is super-resolved at:
+    ``"zoom"`` when the canvas is smaller than the frame x that scale (the SR faces are area-shrunk
+    when pasted, so their detail only reaches the screen in the zoom panel) and at least one face row
+    fits the canvas height; else ``"output"`` (the SR faces are pasted at their native resolution)."""
+    canvas_scale = canvas_wh[0] / max(1, frame_wh[0])
+    if canvas_scale < float(engine_scale) - 1e-6 and zoom_rows(canvas_wh[1], 1) >= 1:
+        return "zoom"
+    return "output"
 
 
 def display_available() -> bool:
@@ -29,13 +59,42 @@ def _put(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=(
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, th, cv2.LINE_8)
 
 
-class Composer:
-    """Builds the frame to show/write (output, or bicubic | pkdn-edge) with the FPS/latency overlay,
-    in reused buffers."""
+def _label(img: np.ndarray, text: str, org: tuple[int, int], color) -> None:
+    """A zoom-panel label (small, on the panel's plain background: no outline needed)."""
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_8)
 
-    def __init__(self, view: str, label: str, overlay: bool = True) -> None:
+
+def _tiled(fr: FaceResult) -> bool:
+    """The face was super-resolved (the zoom panel shows it)."""
+    return fr.sr is not None and fr.M is not None and fr.engine_scale > 0
+
+
+class Composer:
+    """Builds the frame to show/write with the FPS/latency overlay, in reused buffers.
+
+    ``view``: ``output`` (the canvas), ``side-by-side`` (input bicubic | pkdn-edge), ``zoom`` (the
+    canvas with, on its right, a :data:`PANEL_W` px column of face rows: each super-resolved face's SR
+    output at its native :data:`TILE` x :data:`TILE` size, labelled with its track id and engine scale,
+    next to the same aligned region of the input frame upscaled by plain bicubic interpolation, one
+    resampling), or ``auto``: decided on the first frame by :func:`auto_view` (the headless default;
+    ``view`` then holds the choice, kept for the whole run so the video size does not change).
+    ``engine_scale``: the largest scale the loop super-resolves at (for ``auto``). ``max_tiles``: at
+    most that many face rows (the loop's ``--max-faces``); fewer when the canvas is not tall enough
+    (:func:`zoom_rows`). Rows are ordered by track id; faces that were not super-resolved (too large,
+    outside the frame) get none.
+    """
+
+    def __init__(self, view: str, label: str, overlay: bool = True, engine_scale: float = 4,
+                 max_tiles: int = 8) -> None:
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r} (one of {', '.join(VIEWS)})")
         self.view, self.label, self.overlay = view, label, overlay
+        self.engine_scale = float(engine_scale)
+        self.max_tiles = max(0, int(max_tiles))
         self.buf: np.ndarray | None = None
+        self._bic = np.empty((self.max_tiles, TILE, TILE, 3), np.uint8)  # bicubic tiles (warp targets)
+        self._fit = np.empty((self.max_tiles, TILE, TILE, 3), np.uint8)  # SR outputs not TILE-sized, resized
+        self.tiles = 0  # face rows drawn on the last frame
         self.ema: dict[str, float] = {}
         self.loop_ema = 0.0
 
@@ -43,11 +102,17 @@ class Composer:
         """The whole-loop time of the frame just finished (the overlay's FPS)."""
         self.loop_ema = ms if self.loop_ema == 0 else 0.9 * self.loop_ema + 0.1 * ms
 
-    def compose(self, res: FrameResult, timings: dict[str, float]) -> np.ndarray:
-        """The frame to show/write for ``res``; ``timings``: this frame's stage latencies (ms)."""
+    def compose(self, res: FrameResult, timings: dict[str, float], frame: np.ndarray | None = None) -> np.ndarray:
+        """The frame to show/write for ``res``; ``timings``: this frame's stage latencies (ms);
+        ``frame``: the input frame ``res`` was made from (the zoom view's bicubic tiles need it)."""
         canvas = res.canvas
         H, W = canvas.shape[:2]
-        if self.view == "side-by-side":
+        if self.view == "auto":
+            self.view = "output" if frame is None else \
+                auto_view((frame.shape[1], frame.shape[0]), (W, H), self.engine_scale)
+        if self.view == "zoom":
+            out = self._zoom(res, frame)
+        elif self.view == "side-by-side":
             shape = (H, 2 * W, 3)
             if self.buf is None or self.buf.shape != shape:
                 self.buf = np.empty(shape, np.uint8)
@@ -74,6 +139,49 @@ class Composer:
             if self.view == "side-by-side":
                 _put(out, "input bicubic", (10, H - lh // 2), s, (200, 200, 255))
                 _put(out, "pkdn-edge", (W + 10, H - lh // 2), s, (200, 255, 200))
+            elif self.view == "zoom":  # which face on the canvas each row shows
+                for fr in res.faces:
+                    if fr.paste is not None and _tiled(fr):
+                        x1, y1 = fr.paste.box[:2]
+                        _put(out, f"#{fr.track_id}", (x1 + 2, max(lh, y1 - 4)), s * 0.6, (200, 255, 200))
+        return out
+
+    def _zoom(self, res: FrameResult, frame: np.ndarray | None) -> np.ndarray:
+        """The canvas with the face panel on its right (see the class docstring)."""
+        if frame is None:
+            raise ValueError("the zoom view needs the input frame (compose(..., frame=))")
+        canvas = res.canvas
+        H, W = canvas.shape[:2]
+        shape = (H, W + PANEL_W, 3)
+        if self.buf is None or self.buf.shape != shape:
+            self.buf = np.empty(shape, np.uint8)
+        out = self.buf
+        out[:, :W] = canvas
+        panel = out[:, W:]
+        panel[...] = PANEL_BG
+        faces = sorted((fr for fr in res.faces if _tiled(fr)), key=lambda fr: fr.track_id)
+        rows = zoom_rows(H, self.max_tiles)
+        xs, xb = PAD, 2 * PAD + TILE
+        for i, fr in enumerate(faces[:rows]):
+            y = PAD + i * ROW_H
+            ty = y + LABEL_H
+            sr = fr.sr
+            if sr.shape[:2] != (TILE, TILE):  # an engine with another output size: shown at TILE px
+                interp = cv2.INTER_AREA if sr.shape[0] > TILE else cv2.INTER_CUBIC
+                sr = cv2.resize(sr, (TILE, TILE), dst=self._fit[i], interpolation=interp)
+            panel[ty:ty + TILE, xs:xs + TILE] = sr
+            # the same aligned region of the input frame, plain bicubic: frame px -> tile px in one warp
+            n = fr.lr.shape[1] if fr.lr is not None else fr.sr.shape[1] / fr.engine_scale
+            A = rescale_matrix(fr.M, 1.0, TILE / n)
+            cv2.warpAffine(frame, A, (TILE, TILE), dst=self._bic[i], flags=cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REPLICATE)
+            panel[ty:ty + TILE, xb:xb + TILE] = self._bic[i]
+            _label(panel, f"#{fr.track_id} pkdn-edge x{fr.engine_scale}", (xs, ty - 4), (200, 255, 200))
+            _label(panel, "bicubic", (xb, ty - 4), (200, 200, 255))
+        self.tiles = min(rows, len(faces))
+        more = len(faces) - self.tiles
+        if more > 0 and PAD + rows * ROW_H + LABEL_H <= H:
+            _label(panel, f"+{more} more", (xs, PAD + rows * ROW_H + LABEL_H - 4), (255, 255, 255))
         return out
 
 

@@ -8,7 +8,9 @@
 Each frame: capture -> detect (every N frames) / track -> smooth landmarks -> align to the model's
 LR grid -> super-resolve all faces in one batch -> upscale the frame -> paste the faces back
 (:class:`pkdn_edge.pipeline.FacePipeline`). ``--view side-by-side`` shows bicubic | pkdn-edge (the
-default with a window; headless runs write the output view).
+default with a window); ``--view zoom`` adds a panel of the SR faces at their native size next to
+plain bicubic (the headless default when the canvas shrinks the SR faces, else the output view:
+:func:`pkdn_edge.display.auto_view`).
 
 Real camera sizes: the detector finds faces down to ``--min-face-iod`` (8) px between the eyes by
 scanning large frames in tiles, one tile per detector run, plus a small region around every tracked
@@ -67,7 +69,7 @@ from typing import Any
 
 import cv2
 
-from pkdn_edge.display import Composer, Window, display_available
+from pkdn_edge.display import VIEWS, Composer, Window, display_available
 from pkdn_edge.engines.select import BACKENDS, MODEL_SELECTION, build_engine
 from pkdn_edge.errors import PKDNError, run_cli
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
@@ -133,9 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=float, default=None, help="shrink input frames by F (simulate a low-res camera)")
     p.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine, detector and OpenCV")
-    p.add_argument("--view", choices=("auto", "side-by-side", "output"), default="auto",
-                   help="output = the super-resolved frame; side-by-side = input bicubic | pkdn-edge; auto = "
-                        "side-by-side in a window, output when headless")
+    p.add_argument("--view", choices=VIEWS, default="auto",
+                   help="output = the super-resolved frame; side-by-side = input bicubic | pkdn-edge; zoom = the "
+                        "output with, on its right, each SR face at its native 128x128 next to the same region "
+                        "upscaled by plain bicubic; auto = side-by-side in a window; headless: zoom when the canvas "
+                        "is smaller than the frame x the scale (the pasted faces are shrunk), else output")
     p.add_argument("--canvas", default=DEFAULT_CANVAS, metavar="WxH|full",
                    help="largest output canvas (turned for portrait frames): the frame x scale, shrunk to fit, never "
                         "below the input size; SR faces are pasted at this resolution; full = always the frame x scale")
@@ -232,8 +236,8 @@ def _plan_outputs(args, log) -> Outputs:
     if out_path is not None:
         resolve_encoder(out_path, args.encoder)  # a missing encoder fails now, not after the first frame
         check_writable(out_path if out_path.suffix.lower() in VIDEO_EXTENSIONS else out_path / "000000.png", "--output")
-    if args.view == "auto":
-        args.view = "output" if headless else "side-by-side"
+    if args.view == "auto" and not headless:
+        args.view = "side-by-side"  # headless: the Composer decides on the first frame (display.auto_view)
     return Outputs(headless, out_path, stats_path)
 
 
@@ -252,7 +256,8 @@ class WebcamLoop:
         self.pipe.warmup()
         self.warmup_ms = (time.perf_counter() - t) * 1e3
         self.stats = LoopStats()
-        self.composer = Composer(args.view, self.label, overlay=not args.no_overlay)
+        self.composer = Composer(args.view, self.label, overlay=not args.no_overlay,
+                                 engine_scale=max(self.pipe.engines), max_tiles=args.max_faces)
         self.window = None if outputs.headless else Window(log)
         self.writer: FrameWriter | None = None
         self.writer_stats: dict | None = None
@@ -283,7 +288,7 @@ class WebcamLoop:
         self.stats.count_faces(res)
         tm["stats"] = _timed(lambda: self.stats.measure(res, truth_landmarks(self.source, index)))
         ts = time.perf_counter()
-        shown = self.composer.compose(res, tm)
+        shown = self.composer.compose(res, tm, frame=image)
         tm["compose"] = (time.perf_counter() - ts) * 1e3
         tm["encode"] = _timed(lambda: self._write(shown))
         why = ""
@@ -439,7 +444,7 @@ class WebcamLoop:
             "tracker": dict(pipe.tracker.stats),
             "input_size": list(src.size) if src.size else None,
             "output": str(self.out.out_path) if self.out.out_path else None,
-            "view": a.view,
+            "view": self.composer.view,
             "writer": self.writer_stats,
             "detector": self.detector_info(),
             "threads": a.threads,
@@ -500,7 +505,8 @@ def _report(loop: WebcamLoop, summary: dict, log) -> None:
     if loop.writer_error is not None:
         raise loop.writer_error
     if out is not None and summary["frames"]:
-        what = "bicubic | pkdn-edge" if loop.args.view == "side-by-side" else "output"
+        what = {"side-by-side": "bicubic | pkdn-edge", "zoom": "output + zoom panel of the SR faces"}.get(
+            summary["view"], "output")
         log(f"video: {out.resolve()} ({summary['frames']} frames, {what})")
     if loop.source_lost:
         raise PKDNError(f"{summary['end_reason']} after {summary['frames']} frames: the live source stopped "
