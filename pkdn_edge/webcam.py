@@ -60,6 +60,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import signal
 import sys
 import time
@@ -71,13 +73,13 @@ import cv2
 
 from pkdn_edge.display import VIEWS, Composer, Window, display_available
 from pkdn_edge.engines.select import BACKENDS, MODEL_SELECTION, build_engine
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import PKDNError, describe_os_error, run_cli
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
 from pkdn_edge.pipeline import SR_IOD, FacePipeline, FrameResult
 from pkdn_edge.sources import CameraNotFoundError, FrameSource, open_source
 from pkdn_edge.writers import ENCODERS, VIDEO_EXTENSIONS, FrameWriter, check_writable, resolve_encoder
 
-DEFAULT_OUTPUT = Path("out") / "webcam_demo.mp4"
+DEFAULT_OUTPUT = Path("out") / "webcam_YYYYmmdd-HHMMSS.mp4"  # the pattern; default_output() gives the name
 DEFAULT_CANVAS = "1920x1080"
 NO_OUTPUT = "none"  # --output none: write nothing (latency runs)
 
@@ -155,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the shown frames to a video (.mp4/.avi) or, for a path without a video extension, a "
                         f"folder of PNG frames; '{NO_OUTPUT}' writes nothing. Headless default: {DEFAULT_OUTPUT} "
                         f"(+ its stats {DEFAULT_OUTPUT.with_suffix('.json')})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--output is a PNG folder that already holds files: replace its frames (000000.png, ...); "
+                        "without it such a folder is refused (files this run did not write are never mixed in)")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--stats-json", default=None,
                    help="write the run summary here (JSON: p50/p90/p99 per stage, fps = whole-loop FPS, "
@@ -213,11 +218,150 @@ def _engines(args, log) -> tuple[Any, str]:
 
 @dataclass
 class Outputs:
-    """Where the run goes: window or not, the video/PNG path, the stats path."""
+    """Where the run goes: window or not, the video/PNG path, the stats path; ``stale_frames``: frames
+    of an earlier run in a PNG ``--output`` folder, removed (``--overwrite``) before the first write."""
 
     headless: bool
     out_path: Path | None
     stats_path: Path | None
+    stale_frames: tuple = ()
+
+
+def default_output(now: float | None = None) -> Path:
+    """The headless default output: ``out/webcam_YYYYmmdd-HHMMSS.mp4`` (``-2``, ``-3``, ... when that
+    name or its ``.json`` is taken), so a run never replaces an earlier run's video or stats."""
+    base = f"webcam_{time.strftime('%Y%m%d-%H%M%S', time.localtime(time.time() if now is None else now))}"
+    n = 1
+    while True:
+        p = Path("out") / (f"{base}.mp4" if n == 1 else f"{base}-{n}.mp4")
+        if not p.exists() and not p.with_suffix(".json").exists():
+            return p
+        n += 1
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the shipped models: never an output
+FRAME_NAME = re.compile(r"^\d{6}\.png$")  # the PNG writer's frame names
+MAX_LISTED = 20000  # files of one input folder looked at when protecting it
+
+
+class _Inputs:
+    """Files and folders the run reads (the source, the artifacts, the model, the shipped weights),
+    resolved and by (device, inode), so that no output replaces one of them (symlinks and hard links
+    included)."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, str] = {}
+        self.folders: dict[Path, str] = {}
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def add(self, path: Path | str, what: str, recursive: bool = True) -> None:
+        try:
+            p = Path(path).resolve()
+            if p.is_dir():
+                self.folders.setdefault(p, what)
+                files = p.rglob("*") if recursive else p.iterdir()
+                for i, f in enumerate(files):
+                    if i >= MAX_LISTED:
+                        break
+                    if f.is_file():
+                        self._file(f.resolve(), what)
+            elif p.is_file():
+                self._file(p, what)
+        except (OSError, RuntimeError):  # unreadable or a symlink loop: nothing to protect there
+            pass
+
+    def _file(self, p: Path, what: str) -> None:
+        self.files.setdefault(p, what)
+        st = p.stat()
+        self.inodes.setdefault((st.st_dev, st.st_ino), what)
+
+    def owner(self, path: Path) -> str | None:
+        """What ``path`` is, if it is (or is the same file as) an input; else None."""
+        try:
+            p = Path(path).resolve()
+            if p in self.files:
+                return self.files[p]
+            st = p.stat() if p.exists() else None
+        except (OSError, RuntimeError):
+            return None
+        return self.inodes.get((st.st_dev, st.st_ino)) if st is not None else None
+
+    def folder_owner(self, folder: Path) -> str | None:
+        """What ``folder`` is when it is an input folder or holds an input file; else None."""
+        try:
+            p = Path(folder).resolve()
+        except (OSError, RuntimeError):
+            return None
+        if p in self.folders:
+            return self.folders[p]
+        return next((w for f, w in self.files.items() if f.parent == p), None)
+
+
+def _inputs_of(args, engines=()) -> _Inputs:
+    """What this run reads: ``--source`` (a video file or an image folder), every ``--artifact``, the
+    shipped weights and, once built, every engine's artifact (its manifest and files)."""
+    ins = _Inputs()
+    src = str(args.source or "").strip()
+    if src and not src.isdigit() and not src.lower().startswith(("demo", "csi:", "usb:", "gst:")):
+        ins.add(src, f"the --source {src}", recursive=False)
+    for a in (args.artifact or "").split(","):
+        if a.strip():
+            ins.add(a.strip(), f"the --artifact {a.strip()}")
+    ins.add(WEIGHTS_DIR, "a shipped model file")
+    for e in engines:
+        m = getattr(e, "manifest", None)
+        root = getattr(m, "root", None)
+        if root is not None:
+            ins.add(root, f"the model {root}")
+    return ins
+
+
+def _check_not_inputs(outputs: Outputs, ins: _Inputs) -> None:
+    """Refuse (one ``error:`` line) an ``--output`` or ``--stats-json`` that would replace a file the
+    run reads, a PNG ``--output`` folder that is an input folder, and ``--stats-json`` = ``--output``."""
+    out, stats = outputs.out_path, outputs.stats_path
+    for path, flag in ((out, "--output"), (stats, "--stats-json")):
+        if path is None or (flag == "--output" and not _is_video(path)):
+            continue
+        what = ins.owner(path)
+        if what is not None:
+            raise PKDNError(f"{flag} {path} is {what}, which this run reads: writing it would destroy it; "
+                            f"choose another {flag} path")
+    if out is not None and not _is_video(out):
+        what = ins.folder_owner(out)
+        if what is not None:
+            raise PKDNError(f"--output {out} is a folder holding {what}, which this run reads: PNG frames written "
+                            f"there would replace or mix with it; choose another --output folder")
+    if out is not None and stats is not None and _is_video(out):
+        try:
+            same = out.resolve() == stats.resolve() or (out.exists() and stats.exists() and os.path.samefile(out, stats))
+        except (OSError, RuntimeError):
+            same = False
+        if same:
+            raise PKDNError(f"--stats-json {stats} is the --output video: choose another --stats-json path")
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _check_png_folder(out: Path, overwrite: bool) -> tuple:
+    """A PNG ``--output`` folder that already holds files: refused unless ``--overwrite``, which
+    replaces the earlier frames (``000000.png`` ...: returned, removed before the first write) and
+    leaves every other file alone."""
+    if not out.is_dir():
+        return ()
+    try:
+        held = sorted(p for p in out.iterdir())
+    except OSError as exc:
+        raise PKDNError(f"cannot read --output folder {out}: {exc.strerror or exc}") from None
+    if not held:
+        return ()
+    if not overwrite:
+        raise PKDNError(f"--output {out} already holds {len(held)} file(s) this run did not write (e.g. "
+                        f"{held[0].name}); PNG frames would replace or mix with them: choose a new or empty folder, "
+                        f"or pass --overwrite to replace its frames (000000.png, ...)")
+    return tuple(p for p in held if FRAME_NAME.match(p.name) and p.is_file())
 
 
 def _plan_outputs(args, log) -> Outputs:
@@ -228,9 +372,13 @@ def _plan_outputs(args, log) -> Outputs:
     if args.output == NO_OUTPUT:
         out_path = None
     else:
-        out_path = Path(args.output) if args.output else (DEFAULT_OUTPUT if headless else None)
+        out_path = Path(args.output) if args.output else (default_output() if headless else None)
     stats_path = Path(args.stats_json) if args.stats_json else \
         (out_path.with_suffix(".json") if out_path and not args.output else None)
+    stale: tuple = ()
+    _check_not_inputs(Outputs(headless, out_path, stats_path), _inputs_of(args))
+    if out_path is not None and not _is_video(out_path):
+        stale = _check_png_folder(out_path, getattr(args, "overwrite", False))
     if stats_path is not None:
         check_writable(stats_path, "--stats-json")
     if out_path is not None:
@@ -238,7 +386,7 @@ def _plan_outputs(args, log) -> Outputs:
         check_writable(out_path if out_path.suffix.lower() in VIDEO_EXTENSIONS else out_path / "000000.png", "--output")
     if args.view == "auto" and not headless:
         args.view = "side-by-side"  # headless: the Composer decides on the first frame (display.auto_view)
-    return Outputs(headless, out_path, stats_path)
+    return Outputs(headless, out_path, stats_path, stale)
 
 
 class WebcamLoop:
@@ -314,19 +462,27 @@ class WebcamLoop:
     def _write(self, shown) -> None:
         if self.out.out_path is None:
             return
-        if self.writer is None:
-            self.writer = FrameWriter(self.out.out_path, self.source.fps, encoder=self.args.encoder)
         try:
+            if self.writer is None:
+                self._remove_stale_frames()
+                self.writer = FrameWriter(self.out.out_path, self.source.fps, encoder=self.args.encoder)
             self.writer.write(shown)
-        except PKDNError as exc:
-            self.writer_error = exc
-            raise
+        except (PKDNError, OSError) as exc:  # disk full, ...: the run ends, the summary is still printed
+            self.writer_error = _writer_error(self.out.out_path, exc)
+            raise self.writer_error from None
+
+    def _remove_stale_frames(self) -> None:
+        """--overwrite on a PNG folder: the earlier run's frames go (else its later frames would mix in)."""
+        for p in self.out.stale_frames:
+            p.unlink(missing_ok=True)
+        if self.out.stale_frames:
+            self.log(f"--overwrite: removed {len(self.out.stale_frames)} earlier frame(s) from {self.out.out_path}")
 
     def _window_failed(self) -> None:
         self.window = None
         self.out.headless = True
         if self.out.out_path is None:
-            self.out.out_path = DEFAULT_OUTPUT
+            self.out.out_path = default_output()
             self.log(f"writing {self.out.out_path} instead")
 
     def _note_large_faces(self, res: FrameResult) -> None:
@@ -406,12 +562,23 @@ class WebcamLoop:
         if self.writer is not None:
             try:
                 self.writer.release()
-            except PKDNError as exc:  # reported after the summary (see _report)
-                self.writer_error = self.writer_error or exc
+            except (PKDNError, OSError) as exc:  # reported after the summary (see _report)
+                self.writer_error = self.writer_error or _writer_error(self.out.out_path, exc)
+                if self.writer.video:  # a video that could not be finished is unplayable (no moov atom)
+                    self._remove_partial_video()
             self.writer_stats = self.writer.stats
         if self.window is not None:
             self.window.close()
         self.source.close()
+
+    def _remove_partial_video(self) -> None:
+        out = self.out.out_path
+        try:
+            out.unlink(missing_ok=True)
+            note = f"; the unfinished video {out} was removed"
+        except OSError as exc:
+            note = f"; the unfinished video {out} could not be removed ({exc.strerror or exc}): it is not playable"
+        self.writer_error = PKDNError(f"{self.writer_error}{note}")
 
     def summary(self) -> dict:
         """The run summary (--stats-json)."""
@@ -464,6 +631,15 @@ def _timed(fn) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
+def _writer_error(out: Path, exc: BaseException) -> PKDNError:
+    """One line for a writer failure (a PKDNError stays as it is; an OSError names the disk's problem)."""
+    if isinstance(exc, PKDNError):
+        return exc
+    if isinstance(exc, OSError):
+        return PKDNError(f"writing --output {out} failed: {describe_os_error(exc)}")
+    return PKDNError(f"writing --output {out} failed: {exc}")
+
+
 def parse_canvas(spec: str) -> tuple[int, int] | None:
     """``--canvas``: ``WxH`` -> (w, h); ``full`` -> None (the frame x the scale)."""
     s = str(spec).strip().lower()
@@ -483,9 +659,43 @@ def _check_args(args) -> None:
         raise PKDNError("--detect-every must be >= 1")
     if args.frames is not None and args.frames < 1:
         raise PKDNError("--frames must be >= 1")
-    if args.min_face_iod < 0:
-        raise PKDNError("--min-face-iod must be >= 0")
+    if not args.min_face_iod >= 0 or not math.isfinite(args.min_face_iod):
+        raise PKDNError("--min-face-iod must be a number >= 0")
+    if args.threads < 1:
+        raise PKDNError(f"--threads must be >= 1, got {args.threads}")
+    if args.max_faces < 1:
+        raise PKDNError(f"--max-faces must be >= 1, got {args.max_faces}")
+    for flag, v in (("--feather", args.feather), ("--max-face-iod", args.max_face_iod)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise PKDNError(f"{flag} must be a number >= 0, got {v:g}")
+    if args.downscale is not None and not (math.isfinite(args.downscale) and 0 < args.downscale <= 64):
+        raise PKDNError(f"--downscale must be in (0, 64], got {args.downscale:g}")
+    _check_artifact_scale(args)
     args.canvas_limit = parse_canvas(args.canvas)
+
+
+def _check_artifact_scale(args) -> None:
+    """``--scale 4|8`` with an ``--artifact`` of another scale is refused (it used to run silently at
+    the artifact's scale). A ``.pt`` checkpoint is checked once its engine is built (run())."""
+    if not args.artifact or args.scale == "auto":
+        return
+    from pkdn_edge.manifest import manifest_path, read_manifest
+
+    for a in args.artifact.split(","):
+        if a.strip() and manifest_path(a.strip()).is_file():
+            m = read_manifest(a.strip(), verify=False)
+            if int(m.scale) != int(args.scale):
+                raise PKDNError(f"--scale {args.scale} but --artifact {a.strip()} is a x{m.scale} model: give "
+                                f"--scale {m.scale}, or an x{args.scale} artifact")
+
+
+def _check_engines(loop: "WebcamLoop", args) -> None:
+    """After the model is built: its scale is the one asked for; no output is one of its files."""
+    scales = sorted(loop.pipe.engines)
+    if args.scale != "auto" and args.backend != "bicubic" and scales != [int(args.scale)]:
+        raise PKDNError(f"--scale {args.scale} but the model is x{scales[0]}: give --scale {scales[0]}, or an "
+                        f"x{args.scale} model")
+    _check_not_inputs(loop.out, _inputs_of(args, loop.pipe.engines.values()))
 
 
 def _report(loop: WebcamLoop, summary: dict, log) -> None:
@@ -494,6 +704,10 @@ def _report(loop: WebcamLoop, summary: dict, log) -> None:
     print_summary(summary, log)
     if summary["source_incomplete"] and not loop.source_lost:
         log(f"warning: the source ended early: {summary['end_reason']}")
+    elif not summary["frames"] and not loop.source_lost and loop.writer_error is None:
+        bad = summary.get("frames_skipped_corrupt") or 0
+        log(f"warning: no frame was processed: {summary['source']} gave none ({summary['end_reason']}"
+            + (f"; {bad} unreadable" if bad else "") + "): an empty or damaged video, or a folder of unreadable images?")
     out, stats_path = loop.out.out_path, loop.out.stats_path
     if stats_path is not None:
         try:
@@ -521,6 +735,11 @@ def run(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(max(1, args.threads))
     outputs = _plan_outputs(args, log)
     loop = WebcamLoop(args, outputs, log)
+    try:
+        _check_engines(loop, args)
+    except PKDNError:
+        loop.source.close()
+        raise
     loop.announce()
     loop.run()
     _report(loop, loop.summary(), log)

@@ -137,7 +137,18 @@ class _PNGFolder:
         self.path, self.n = path, 0
 
     def write(self, img: np.ndarray) -> None:
-        cv2.imwrite(str(self.path / f"{self.n:06d}.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        """One frame; a failed write (disk full, ...) is an ``OSError`` (cv2.imwrite only returns False)
+        and leaves no truncated frame behind."""
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise PKDNError(f"cannot encode frame {self.n} as PNG for {self.path}")
+        path = self.path / f"{self.n:06d}.png"
+        try:
+            with open(path, "wb") as f:
+                f.write(buf.tobytes())
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
         self.n += 1
 
     def release(self) -> None:
@@ -204,7 +215,11 @@ class FrameWriter:
             err, self._error = self._error, None
             if isinstance(err, PKDNError):
                 raise err
-            raise PKDNError(f"writing {self.path} failed: {err}")
+            if isinstance(err, OSError):  # disk full, ...: the file and the disk's problem on one line
+                from pkdn_edge.errors import describe_os_error
+
+                raise PKDNError(f"writing --output {self.path} failed: {describe_os_error(err)}")
+            raise PKDNError(f"writing --output {self.path} failed: {err}")
 
     # -- writer side ----------------------------------------------------------------------------
     def _work(self) -> None:

@@ -327,7 +327,8 @@ def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detect
     assert rc == 0, err
     assert "no camera at index 0" in err and "running headless" in err
     assert models.loaded == [(shipped, _onnx_backend())] and _onnx_backend() in ("openvino", "onnxruntime")
-    video, stats = tmp_path / "out" / "webcam_demo.mp4", tmp_path / "out" / "webcam_demo.json"
+    (video,) = (tmp_path / "out").glob("webcam_*.mp4")  # headless default: a new timestamped name per run
+    stats = video.with_suffix(".json")
     assert f"video: {video.resolve()}" in err and f"stats: {stats.resolve()}" in err
     s = json.loads(stats.read_text())
     assert s["frames"] == 4 and s["end_reason"] == "end of demo" and s["view"] == "output"

@@ -1,0 +1,235 @@
+"""Reliability, round 2 (issue 30): outputs never replace inputs or user files, pkdn-prepare recovers
+from any stop, manifests are checked whole, a full disk keeps the loop's summary, size limits come
+before allocations. One test per row of docs/reliability.md; each fails without its fix.
+
+Fast: the bicubic engine, a detector that finds nothing (or one face at the template position),
+generated frames and tiny ONNX graphs; no ../shared data, no network.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pkdn_edge import webcam, writers
+from pkdn_edge.errors import PKDNError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class NoFaces:
+    def detect(self, frame):
+        return []
+
+
+@pytest.fixture
+def no_detector(monkeypatch):
+    monkeypatch.setattr(webcam, "build_detector", lambda threads=2: NoFaces())
+
+
+def _run(capsys, *argv):
+    rc = webcam.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _frame(i: int, size=(64, 48)) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    return cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), size, interpolation=cv2.INTER_CUBIC)
+
+
+def _video(path: Path, n: int = 12) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(n):
+        vw.write(_frame(i))
+    vw.release()
+    assert path.stat().st_size > 0
+    return path
+
+
+BICUBIC = ("--headless", "--backend", "bicubic", "--no-overlay")
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. the loop's outputs never replace what it reads
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+def test_output_naming_the_source_video_is_refused(tmp_path, capsys, no_detector, how):
+    """`--source out/same.avi --output out/same.avi` replaced the 50-frame input with the output."""
+    src = _video(tmp_path / "same.avi")
+    before = src.read_bytes()
+    out = tmp_path / "same.avi"
+    if how == "symlink":
+        out = tmp_path / "link.avi"
+        out.symlink_to(src)
+    elif how == "hardlink":
+        out = tmp_path / "hard.avi"
+        os.link(src, out)
+    rc, err = _run(capsys, "--source", src, "--frames", 3, *BICUBIC, "--output", out)
+    assert rc == 2
+    assert "is the --source" in _one_error_line(err) and "--output" in err
+    assert src.read_bytes() == before
+
+
+def test_stats_json_naming_the_source_or_a_model_file_is_refused(tmp_path, capsys, no_detector, monkeypatch):
+    """`--stats-json` naming the input video replaced the video with JSON; the shipped weights (here a
+    stand-in folder) are protected the same way."""
+    src = _video(tmp_path / "in.avi")
+    before = src.read_bytes()
+    rc, err = _run(capsys, "--source", src, "--frames", 3, *BICUBIC, "--output", "none", "--stats-json", src)
+    assert rc == 2 and "--stats-json" in _one_error_line(err) and "reads" in err
+    assert src.read_bytes() == before
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.json").write_text("{}")
+    monkeypatch.setattr(webcam, "WEIGHTS_DIR", weights)
+    rc, err = _run(capsys, "--source", src, "--frames", 3, *BICUBIC, "--output", "none", "--stats-json",
+                   weights / "model.json")
+    assert rc == 2 and "shipped model file" in _one_error_line(err)
+    assert (weights / "model.json").read_text() == "{}"
+    rc, err = _run(capsys, "--source", src, "--frames", 3, *BICUBIC, "--output", tmp_path / "o.avi",
+                   "--stats-json", tmp_path / "o.avi")
+    assert rc == 2 and "is the --output video" in _one_error_line(err)
+
+
+def test_png_output_folder_with_user_files_needs_overwrite(tmp_path, capsys, no_detector):
+    """`--output DIR` where DIR holds the user's 000000.png ... overwrote them silently."""
+    out = tmp_path / "frames"
+    out.mkdir()
+    mine = _frame(99)
+    cv2.imwrite(str(out / "000000.png"), mine)
+    (out / "notes.txt").write_text("mine")
+    rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", *BICUBIC, "--output", out)
+    assert rc == 2 and "--overwrite" in _one_error_line(err)
+    assert np.array_equal(cv2.imread(str(out / "000000.png")), mine)
+    for i in range(2, 5):  # an earlier, longer run's frames
+        cv2.imwrite(str(out / f"{i:06d}.png"), mine)
+    rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", *BICUBIC, "--output", out, "--overwrite")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "notes.txt"]
+    assert not np.array_equal(cv2.imread(str(out / "000000.png")), mine)
+
+
+def test_png_output_into_the_source_folder_is_refused_even_with_overwrite(tmp_path, capsys, no_detector):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"{i:06d}.png"), _frame(i))
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    rc, err = _run(capsys, "--source", src, *BICUBIC, "--output", src, "--overwrite")
+    assert rc == 2 and "--source" in _one_error_line(err)
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_headless_default_output_never_replaces_the_last_run(tmp_path, capsys, no_detector, monkeypatch):
+    """Any run without --output overwrote out/webcam_demo.mp4."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)  # both runs in the same second
+    videos = []
+    for _ in range(2):
+        rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", *BICUBIC, "--encoder", "mp4v")
+        assert rc == 0, err
+        videos.append(next(ln.split()[1] for ln in err.splitlines() if ln.startswith("video: ")))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(1_800_000_000.0))
+    assert [Path(v).name for v in videos] == [f"webcam_{stamp}.mp4", f"webcam_{stamp}-2.mp4"]
+    assert all(Path(v).is_file() and Path(v).with_suffix(".json").is_file() for v in videos)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. a full disk while the loop writes
+
+
+def test_full_disk_while_writing_the_video_keeps_summary_and_stats(tmp_path, capsys, no_detector, monkeypatch):
+    """The video's disk fills up: the summary is printed, the stats JSON (another disk) is written, the
+    unfinished video is removed, then one error line, exit 2."""
+    real_write, real_release = writers._OpenCVVideo.write, writers._OpenCVVideo.release
+    calls = {"n": 0}
+
+    def write(self, img):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, img)
+
+    def release(self):
+        real_release(self)
+        raise OSError(errno.ENOSPC, "No space left on device")  # the container cannot be finished
+
+    monkeypatch.setattr(writers._OpenCVVideo, "write", write)
+    monkeypatch.setattr(writers._OpenCVVideo, "release", release)
+    out, stats = tmp_path / "full" / "o.mp4", tmp_path / "other" / "s.json"
+    rc, err = _run(capsys, "--source", "demo:frames=10,size=64x48", *BICUBIC, "--encoder", "mp4v",
+                   "--output", out, "--stats-json", stats)
+    assert rc == 2
+    assert "p99" in err and "the writer failed" in err  # the summary
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith(f"error: writing --output {out} failed: No space left on device"), err
+    assert "was removed" in last and err.count("error:") == 1
+    assert not out.exists()
+    s = json.loads(stats.read_text())
+    assert s["end_reason"] == "the writer failed" and s["frames"] >= 3
+
+
+def test_full_disk_while_writing_png_frames_is_not_silent(tmp_path, capsys, no_detector, monkeypatch):
+    """cv2.imwrite only returned False on a full disk: frames were lost silently, exit 0."""
+    real_open = open
+
+    def full_open(path, mode="r", *a, **k):
+        if "w" in mode and str(path).endswith("000002.png"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(writers, "open", full_open, raising=False)
+    out = tmp_path / "frames"
+    rc, err = _run(capsys, "--source", "demo:frames=6,size=64x48", *BICUBIC, "--output", out)
+    assert rc == 2
+    assert "No space left on device" in err.rstrip().splitlines()[-1] and "p99" in err
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. smaller loop items
+
+
+def test_source_with_no_readable_frame_warns(tmp_path, capsys, no_detector):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(b"not a png")
+    rc, err = _run(capsys, "--source", folder, *BICUBIC, "--output", "none")
+    assert rc == 0
+    assert "warning: no frame was processed" in err and "3 unreadable" in err
+
+
+@pytest.mark.parametrize("flag,value,match", [
+    ("--threads", 0, "--threads must be >= 1"),
+    ("--feather", -5, "--feather must be a number >= 0"),
+    ("--feather", "nan", "--feather must be a number >= 0"),
+    ("--max-faces", 0, "--max-faces must be >= 1"),
+    ("--downscale", 0, "--downscale must be in"),
+])
+def test_loop_refuses_nonsense_numbers(tmp_path, capsys, no_detector, flag, value, match):
+    rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", *BICUBIC, "--output", "none", flag, value)
+    assert rc == 2 and match in _one_error_line(err)
+
+
+def test_scale_8_with_an_x4_artifact_is_refused(capsys, no_detector):
+    """`--scale 8 --artifact <an x4 export>` silently ran x4."""
+    art = ROOT / "pkdn_edge" / "weights" / "onnx_fp32_x4"
+    rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", "--headless", "--output", "none",
+                   "--scale", 8, "--artifact", art)
+    assert rc == 2 and "is a x4 model" in _one_error_line(err)
