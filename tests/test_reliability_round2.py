@@ -233,3 +233,148 @@ def test_scale_8_with_an_x4_artifact_is_refused(capsys, no_detector):
     rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", "--headless", "--output", "none",
                    "--scale", 8, "--artifact", art)
     assert rc == 2 and "is a x4 model" in _one_error_line(err)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. pkdn-prepare recovers from any stop and never reads its own crops
+
+
+class TemplateFace:
+    """A detector that finds one face at the 128-px template position of any image; ``on_call``
+    (call number -> action) runs before a detection (a stop arriving mid-run)."""
+
+    def __init__(self, *a, on_call=None, **k):
+        self.calls, self.on_call = 0, on_call or {}
+
+    def detect(self, img):
+        from pkdn_edge.face.align import TEMPLATE_128
+        from pkdn_edge.face.detector import Face
+
+        self.calls += 1
+        if self.calls in self.on_call:
+            self.on_call[self.calls]()
+        return [Face(np.array([20, 20, 108, 108], np.float32), 0.99, TEMPLATE_128.astype(np.float32))]
+
+
+def _photos(folder: Path, n: int = 5) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"p{i}.png"), np.full((128, 128, 3), 40 + 10 * i, np.uint8))
+    return folder
+
+
+def _listed(out: Path) -> list:
+    import csv
+
+    with open(out / "MANIFEST.csv", newline="") as f:
+        return sorted(r["file"] for r in csv.DictReader(f))
+
+
+def _prepare_cli(capsys, monkeypatch, *argv, detector=None):
+    from pkdn_edge.face import detector as det_mod
+    from pkdn_edge.face.prepare import main
+
+    monkeypatch.setattr(det_mod, "RetinaFaceDetector", detector or TemplateFace)
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.err + cap.out  # warnings on stderr, the summary on stdout
+
+
+def test_prepare_sigterm_is_an_interrupt_and_the_run_can_be_redone(tmp_path, capsys, monkeypatch):
+    """SIGTERM after a while: exit 143, no "interrupted", crops without a MANIFEST.csv, and even
+    --overwrite refused the folder. Now: "interrupted", 130, a manifest of the crops written."""
+
+    def outside(signum, frame):  # a SIGTERM prepare's own handler did not take fails the test, not pytest
+        raise AssertionError("SIGTERM arrived outside pkdn-prepare's handler")
+
+    def sigterm():  # what the interpreter does on a real SIGTERM: call the installed Python handler
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+    src, out = _photos(tmp_path / "in"), tmp_path / "out"
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
+        rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--quiet",
+                               detector=lambda *a, **k: TemplateFace(on_call={3: sigterm}))
+        assert signal.getsignal(signal.SIGTERM) is outside  # restored after the run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == 130 and "interrupted" in err.strip().splitlines(), err
+    assert _listed(out) == ["p0_0.png", "p1_0.png"]
+    rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--quiet", "--overwrite")
+    assert rc == 0, err
+    assert _listed(out) == [f"p{i}_0.png" for i in range(5)]
+
+
+def test_prepare_killed_hard_leaves_a_manifest_that_overwrite_can_redo(tmp_path, capsys, monkeypatch):
+    """SIGKILL (no finally block runs) mid-run: the appended MANIFEST.csv lists every crop written."""
+    import subprocess
+    import sys
+    import textwrap
+
+    src, out = _photos(tmp_path / "in"), tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pathlib import Path
+        from test_reliability_round2 import TemplateFace
+        from pkdn_edge.face.prepare import prepare
+        kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+        prepare(Path({str(src)!r}), Path({str(out)!r}), detector=TemplateFace(on_call={{4: kill}}), quiet=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0_0.png", "p1_0.png", "p2_0.png"]
+    assert _listed(out) == ["p0_0.png", "p1_0.png", "p2_0.png"]
+    rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--quiet")
+    assert rc == 2 and "--overwrite" in _one_error_line(err) and "did not write" not in err
+    rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--quiet", "--overwrite")
+    assert rc == 0, err
+    assert _listed(out) == [f"p{i}_0.png" for i in range(5)]
+
+
+def test_prepare_on_a_full_disk_can_be_redone_with_overwrite(tmp_path, capsys, monkeypatch):
+    """A full disk during prepare left crops and no MANIFEST.csv (the final write failed too)."""
+    from pkdn_edge import imageio
+    from pkdn_edge.face import prepare as prep
+
+    src, out = _photos(tmp_path / "in"), tmp_path / "out"
+    real = imageio.write_image
+    n = {"crops": 0}
+
+    def write_image(path, img, *a, **k):
+        n["crops"] += 1
+        if n["crops"] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, img, *a, **k)
+
+    def no_space(path, data, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(imageio, "write_image", write_image)
+    monkeypatch.setattr(prep, "atomic_write_bytes", no_space)
+    rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--quiet")
+    assert rc == 2 and "No space left on device" in _one_error_line(err)
+    monkeypatch.undo()
+    rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--quiet", "--overwrite")
+    assert rc == 0, err
+    assert _listed(out) == [f"p{i}_0.png" for i in range(5)]
+
+
+def test_prepare_never_reads_its_own_output_folder(tmp_path, capsys, monkeypatch):
+    """`pkdn-prepare out/p out/p/crops --recursive` run twice cropped its own crops."""
+    src = _photos(tmp_path / "p", n=2)
+    out = src / "crops"
+    for extra in ([], ["--overwrite"]):
+        rc, err = _prepare_cli(capsys, monkeypatch, src, out, "--recursive", *extra)
+        assert rc == 0, err
+        assert _listed(out) == ["p0_0.png", "p1_0.png"]
+        assert "2 images read" in err and "nothing skipped" in err and "warning" not in err
+
+
+@pytest.mark.parametrize("flag,value", [("--size", 100000), ("--det-side", 10**6), ("--threads", 0)])
+def test_prepare_size_limits_come_before_any_allocation(tmp_path, capsys, monkeypatch, flag, value):
+    """`pkdn-prepare --size 100000` tried a 30 GB allocation."""
+    src = _photos(tmp_path / "in", n=1)
+    rc, err = _prepare_cli(capsys, monkeypatch, src, tmp_path / "out", flag, value)
+    assert rc == 2 and flag in _one_error_line(err)
+    assert not (tmp_path / "out").exists()

@@ -17,9 +17,13 @@ face numbers from 0, largest face first). ``OUT_DIR/MANIFEST.csv`` lists every c
 ``OUT_DIR`` must be empty or new: crops of an earlier run there would mix with the new ones
 (training reads every image in the folder). ``--overwrite`` first removes the crops an earlier run
 listed in its ``MANIFEST.csv`` (nothing else); images pkdn-prepare did not write are never
-touched, and a folder holding any is refused. ``MANIFEST.csv`` (written atomically, also after
-Ctrl-C) lists this run's crops. Unreadable images are skipped with one warning line each; a
-summary (images read, faces written, what was skipped and why) ends the run.
+touched, and a folder holding any is refused. ``MANIFEST.csv`` lists this run's crops: each row is
+appended (and flushed) *before* its crop is written, so a run stopped any way (Ctrl-C, SIGTERM,
+SIGKILL, a full disk) leaves a manifest that lists every crop it wrote, and ``--overwrite`` can
+redo it; at the end the file is rewritten atomically with exactly the crops written. Ctrl-C and
+SIGTERM print ``interrupted`` (exit 130). With ``--recursive`` the output folder is never read as
+input (``pkdn-prepare photos photos/crops --recursive``). Unreadable images are skipped with one
+warning line each; a summary (images read, faces written, what was skipped and why) ends the run.
 
 Videos: a frame that cannot be decoded is not taken for the end of the file. Reading continues
 past damaged frames up to the frame count the container announces; undecodable frames and frames
@@ -43,13 +47,15 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pkdn_edge.errors import ImageReadError, PKDNError, run_cli
+from pkdn_edge.errors import ImageReadError, PKDNError, run_cli, sigterm_as_interrupt
 from pkdn_edge.imageio import atomic_write_bytes
 
 __all__ = ["main", "build_parser", "prepare", "PrepareStats", "VIDEO_EXTENSIONS", "MANIFEST_COLUMNS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 MANIFEST_COLUMNS = ("file", "source", "frame", "landmarks", "score", "interocular_px", "scale", "box")
+MAX_SIZE = 2048       # --size: crops larger than this are not faces for this project (and cost GBs)
+MAX_DET_SIDE = 8192   # --det-side
 
 
 @dataclass
@@ -107,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(a: argparse.Namespace) -> None:
-    if a.size < 8:
-        raise PKDNError(f"--size must be at least 8, got {a.size}")
+    if not 8 <= a.size <= MAX_SIZE:
+        raise PKDNError(f"--size must be in [8, {MAX_SIZE}], got {a.size}")
     if a.max_faces is not None and a.max_faces < 1:
         raise PKDNError(f"--max-faces must be at least 1, got {a.max_faces}")
     if a.min_iod < 0:
@@ -117,8 +123,12 @@ def _check_args(a: argparse.Namespace) -> None:
         raise PKDNError(f"--every must be at least 1, got {a.every}")
     if not 0.0 <= a.score <= 1.0:
         raise PKDNError(f"--score must be in [0, 1], got {a.score}")
-    if a.det_side < 0:
-        raise PKDNError(f"--det-side must be >= 0, got {a.det_side}")
+    if not 0 <= a.det_side <= MAX_DET_SIDE:
+        raise PKDNError(f"--det-side must be in [0, {MAX_DET_SIDE}], got {a.det_side}")
+    if a.threads < 1:
+        raise PKDNError(f"--threads must be at least 1, got {a.threads}")
+    if a.min_iod != a.min_iod or a.score != a.score:  # NaN passes the range checks above
+        raise PKDNError("--min-iod and --score must be numbers")
 
 
 def _fmt_points(pts: np.ndarray) -> str:
@@ -135,6 +145,43 @@ def _write_manifest(path: Path, rows: Sequence[dict]) -> None:
         atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
     except OSError as exc:
         raise PKDNError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+
+class _ManifestLog:
+    """``MANIFEST.csv`` written as the run goes: :meth:`add` appends and flushes a crop's row before
+    the crop is written, so a stopped run (Ctrl-C, SIGTERM, SIGKILL, a full disk) leaves a manifest
+    listing every crop it wrote (plus at most the one it was writing); :meth:`finish` rewrites it
+    atomically with exactly the crops written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.f = open(path, "w", newline="", encoding="utf-8")
+            self.w = csv.DictWriter(self.f, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+            self.w.writeheader()
+            self.f.flush()
+        except OSError as exc:
+            raise PKDNError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+    def add(self, row: dict) -> None:
+        self.w.writerow(row)
+        self.f.flush()
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        except OSError:
+            pass
+
+    def finish(self, rows: Sequence[dict], failing: bool) -> None:
+        """The final, atomic manifest. When the run is already failing (``failing``), a manifest that
+        cannot be rewritten (disk full) is left as appended: it still lists every crop written."""
+        self.close()
+        try:
+            _write_manifest(self.path, rows)
+        except PKDNError:
+            if not failing:
+                raise
 
 
 MAX_BAD_RUN = 250        # consecutive undecodable frames before a damaged video is given up
@@ -227,7 +274,7 @@ def _check_out_dir(out: Path, overwrite: bool, log) -> None:
                         f"pass --overwrite to delete them first, or choose a new OUT_DIR")
     for p in ours:
         try:
-            p.unlink()
+            p.unlink(missing_ok=True)
         except OSError as exc:
             raise PKDNError(f"cannot delete the earlier crop {p} ({exc.strerror or exc})") from None
     log(f"pkdn-prepare: --overwrite: deleted {len(ours)} crops of the earlier run in {out}")
@@ -299,6 +346,7 @@ class _Cropper:
     max_faces: Optional[int] = None
     min_iod: float = 0.0
     score: float = 0.8
+    manifest: Optional[_ManifestLog] = None
 
     def _kept(self, iods: List[float]) -> List[int]:
         """Indices of the faces to crop, largest IOD first, after the IOD and --max-faces filters."""
@@ -328,14 +376,17 @@ class _Cropper:
             M = estimate_similarity(lms[i], self.size)
             crop = warp_face(img, M, self.size)
             name = f"{stem}_{k}.png" if frame is None else f"{stem}_f{frame:06d}_{k}.png"
-            write_image(self.out / name, crop)
             box = np.asarray(getattr(faces[i], "box", np.full(4, np.nan)), np.float64).reshape(-1)[:4]
-            self.stats.rows.append({
+            row = {
                 "file": name, "source": source, "frame": "" if frame is None else frame,
                 "landmarks": _fmt_points(lms[i]), "score": f"{float(faces[i].score):.4f}",
                 "interocular_px": f"{iods[i]:.2f}", "scale": f"{matrix_scale(M):.4f}",
                 "box": ",".join(f"{v:.1f}" for v in box),
-            })
+            }
+            if self.manifest is not None:
+                self.manifest.add(row)  # listed before it exists: a stop in between never orphans a crop
+            write_image(self.out / name, crop)
+            self.stats.rows.append(row)
             self.stats.written += 1
         if order:
             self.stats.with_faces += 1
@@ -383,6 +434,7 @@ def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optiona
         log = _log_to_stderr
     inp, out = Path(input_path), Path(out_dir)
     kind, files = _input_kind(inp, recursive)
+    files = _outside(files, out, inp)
     # a single unreadable input image is an error (ImageReadError), not a skip
     preloaded = {inp: read_image(inp)} if kind == "image" else {}
     _make_out_dir(out, overwrite, log)
@@ -391,21 +443,40 @@ def prepare(input_path: Path, out_dir: Path, size: int = 128, max_faces: Optiona
 
         detector = RetinaFaceDetector(score_threshold=score, max_side=det_side, threads=threads)
     stats = PrepareStats(kind="video" if kind == "video" else "images")
-    crop = _Cropper(detector, out, stats, size=size, max_faces=max_faces, min_iod=min_iod, score=score)
+    manifest = _ManifestLog(out / "MANIFEST.csv")
+    crop = _Cropper(detector, out, stats, size=size, max_faces=max_faces, min_iod=min_iod, score=score,
+                    manifest=manifest)
+    failing = True
     try:
         if kind == "video":
             _crop_video(inp, every, crop, quiet, log)
         else:
             _crop_images(files, preloaded, _StemNamer(inp, kind), crop, quiet, log)
+        failing = False
     finally:
-        _write_manifest(out / "MANIFEST.csv", stats.rows)
+        manifest.finish(stats.rows, failing)
     return stats
+
+
+def _outside(files: List[Path], out: Path, inp: Path) -> List[Path]:
+    """``files`` without those inside the output folder (``--recursive`` on one of its parents):
+    pkdn-prepare never reads its own crops."""
+    try:
+        o = out.resolve()
+    except (OSError, RuntimeError):
+        return files
+    kept = [p for p in files if o not in p.resolve().parents]
+    if files and not kept:
+        raise PKDNError(f"{inp}: the only images are inside the output folder {out}; pkdn-prepare does not read "
+                        f"its own crops")
+    return kept
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point (``pkdn-prepare``); returns the exit status."""
 
     def body() -> int:
+        sigterm_as_interrupt()  # a service stop or `kill` unwinds like Ctrl-C: manifest written, "interrupted"
         args = build_parser().parse_args(argv)
         _check_args(args)
         stats = prepare(Path(args.input), Path(args.out_dir), size=args.size, max_faces=args.max_faces,
@@ -414,7 +485,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(stats.summary(Path(args.out_dir)))
         return 1 if stats.damaged else 0
 
-    return run_cli(body)
+    import signal
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        return run_cli(body)
+    finally:
+        if old is not None:
+            try:
+                signal.signal(signal.SIGTERM, old)
+            except ValueError:  # not the main thread: sigterm_as_interrupt did nothing either
+                pass
 
 
 if __name__ == "__main__":
