@@ -1,50 +1,35 @@
-"""Video face super-resolution: detect/track -> smooth -> align to the LR template -> SR (one batch)
--> paste back into the upscaled frame.
+"""Video face super-resolution: detect/track -> smooth -> crop each face for the engine whose
+template fits it -> SR (one batch per engine) -> paste back into the upscaled frame.
 
-Per frame (:meth:`FacePipeline.process`):
+Per frame (:meth:`FacePipeline.process`), as named stages:
 
-1. **detect** (every ``detect_every`` frames, or when tracking failed) and **track** (optical flow in
-   between, association, One-Euro landmark smoothing with reset on jumps, expiry:
-   :mod:`pkdn_edge.face.tracking`);
-2. **align**: each face is warped straight from the frame to the engine's LR grid (32x32 for x4,
-   16x16 for x8) with the similarity that maps its 5 landmarks onto the project's template
-   (:func:`pkdn_edge.face.align.template`, the 128x128 template of ``shared/faces/README.md``
-   rescaled to the LR size), fitted in closed form on all 5 points
-   (:func:`~pkdn_edge.face.align.umeyama_similarity`: no RANSAC, so smooth landmarks give a smooth
-   transform), and rendered antialiased like the training crops by
-   :func:`~pkdn_edge.face.align.warp_face` (face region only, mirrored outside the frame);
-3. **sr**: all faces of the frame go through the engine in ONE batch (one batch per engine with
-   ``scale="auto"``);
-4. **upscale**: the whole frame is resized to the canvas (bicubic by default) into a reused buffer.
-   The canvas is the frame x the engine scale, or, with ``canvas=(W, H)``, at most that size (a
-   display's worth: the webcam's default is 1920x1080, turned for portrait frames), never smaller
-   than the frame (:func:`canvas_size`); the canvas scale may then be fractional;
-5. **paste**: each SR face is blended back at the canvas's resolution with the inverse similarity
-   (expressed on the canvas by :func:`~pkdn_edge.face.align.rescale_matrix`; a 128x128 SR face is
-   area-shrunk when the canvas scale is below the engine's) and a feathered mask
-   (:func:`~pkdn_edge.face.align.blend_face` / :func:`~pkdn_edge.face.align.feather_mask`), region
-   of interest only.
+1. **detect** / **track** (:meth:`_detect_and_track`): the detector every ``detect_every`` frames, optical
+   flow, association, One-Euro landmark smoothing in between (:mod:`pkdn_edge.face.tracking`);
+2. **align** (:meth:`_align`): each face goes to the engine chosen by :meth:`FacePipeline.choose_scale`
+   (the decision rule below) and is cut out of the frame. ``align="native"`` (default): an
+   **integer-pixel** n x n window of the frame, centred where the 5-point template puts the crop centre,
+   at the frame's own resolution: no resampling at all, so the model sees the camera's pixels. The face
+   keeps its size and roll (the models tolerate both; docs/webcam.md has the measurements).
+   ``align="template"``: the old path (a similarity warp onto the template), kept as a diagnostic;
+3. **sr**: all faces of an engine in ONE batch;
+4. **upscale**: the whole frame resized to the canvas (bicubic: exactly what a user sees without
+   pkdn-edge) into a reused buffer. The canvas is the frame x the smallest engine scale, or with
+   ``canvas=(W, H)`` at most that size (never smaller than the frame, :func:`canvas_size`);
+5. **paste** (:meth:`_paste`): each SR face is blended back with a feathered mask. With a native crop
+   on a canvas at the engine's scale this is an exact integer placement; otherwise the face is
+   area-shrunk / bicubic-enlarged to its footprint and placed with a bicubic warp.
 
-All geometry (template, similarity, warp, mask, paste) is :mod:`pkdn_edge.face.align`'s: the
-pipeline adds only the video logic (tracking, batching, per-face engine choice, buffers, timing).
+Decision rule (:meth:`FacePipeline.choose_scale`, measured in docs/webcam.md): a face with eye distance
+``iod`` (frame px) goes to the engine whose LR template eye distance (x4: 10.75 px, x8: 5.375 px) is
+closest in log-ratio (x8 below 7.6 px, x4 above); a face more than ``max_face_q`` (2.4) times the
+largest template (x4: 25.8 px) keeps the plain upscale, as does every face when the canvas is not
+larger than the frame. ``max_face_iod`` (px) overrides that limit; 0 = super-resolve every face.
+
+``plain=True`` runs no face path at all: the canvas is the frame upscaled (``--backend bicubic``, the
+baseline a user would otherwise see).
 
 Timing (``time.perf_counter``, ms) per stage: ``detect``, ``track``, ``align``, ``sr``, ``upscale``,
-``paste`` and ``total`` (their sum = processing; capture, display and encoding are timed by the
-caller).
-
-``scale="auto"`` (two engines, e.g. x4 and x8): the output canvas is always at the **smallest** engine
-scale (x4), so the video size never changes. Each face goes to the engine whose LR template best fits
-its size in the frame: the one whose template IOD (x4: 10.75 px, x8: 5.375 px) is closest in log-ratio
-to the face's IOD, i.e. faces with IOD < 7.6 px use x8 (16x16 -> 128x128, shrunk to the x4 canvas at
-paste with area averaging), larger ones x4. A tiny face blown up to the x4 input would be blurry and
-out of the model's training distribution; the x8 model sees it at its real resolution.
-
-``max_face_iod`` (default 43 px, the eye distance of the 128x128 template = of every SR output): a
-face whose eye distance in the input frame is larger already has at least as much detail as the
-model's output, so super-resolving it (downsample to 32x32, SR, magnify) would only blur it; such faces
-keep the bicubic canvas (counted in ``FrameResult.skipped_large``). 0 = super-resolve every face.
-
-Runs without torch: numpy + cv2 + whatever the engine needs.
+``paste`` and ``total``. Runs without torch: numpy + cv2 + whatever the engine needs.
 """
 
 from __future__ import annotations
@@ -58,8 +43,8 @@ import cv2
 import numpy as np
 
 from pkdn_edge.errors import PKDNError
-from pkdn_edge.face.align import (TEMPLATE_128, Pasted, blend_face, feather_mask, footprint, rescale_matrix, template,
-                                  umeyama_similarity, warp_face)
+from pkdn_edge.face.align import (TEMPLATE_128, Pasted, blend_face, feather_mask, footprint, inverse_matrix,
+                                  rescale_matrix, template, umeyama_similarity, warp_face)
 from pkdn_edge.face.tracking import FaceTracker, Track, interocular
 
 __all__ = [
@@ -69,12 +54,19 @@ __all__ = [
     "BicubicEngine",
     "STAGES",
     "SR_IOD",
+    "MAX_FACE_Q",
+    "ALIGN_MODES",
     "canvas_size",
 ]
 
 STAGES = ("detect", "track", "align", "sr", "upscale", "paste", "total")
 
 SR_IOD = float(TEMPLATE_128[1, 0] - TEMPLATE_128[0, 0])  # 43 px: eye distance of every SR output (128x128)
+#: A face larger than this many times the largest engine template's eye distance keeps the plain upscale
+#: (native crops of the x4 student still gain at 2.0x its template and about +0.1 dB at 2.5x:
+#: docs/webcam.md, benchmarks/loop_fidelity.py --sweep).
+MAX_FACE_Q = 2.4
+ALIGN_MODES = ("native", "template")
 
 
 def canvas_size(frame_wh: tuple[int, int], scale: float, limit: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -93,10 +85,12 @@ def canvas_size(frame_wh: tuple[int, int], scale: float, limit: tuple[int, int] 
 
 
 class BicubicEngine:
-    """The ``bicubic`` "engine": same interface as :func:`pkdn_edge.engines.load_engine`'s engines,
-    upscales each aligned LR face with ``cv2.resize(INTER_CUBIC)``. A baseline for comparisons/tests."""
+    """A bicubic "engine" for the face path (``--backend bicubic-face``): same interface as
+    :func:`pkdn_edge.engines.load_engine`'s engines, upscales each LR face crop with
+    ``cv2.resize(INTER_CUBIC)``. A diagnostic of the face path (crop, paste, blend) and a test double;
+    the baseline a user sees is the plain frame upscale (``FacePipeline(plain=True)``)."""
 
-    backend = "bicubic"
+    backend = "bicubic-face"
     precision = "none"
 
     def __init__(self, scale: int = 4, lr_size: int | None = None) -> None:
@@ -164,7 +158,10 @@ class FacePipeline:
     ``detect_every``: detector period in frames. ``smoothing``: landmark One-Euro on/off.
     ``feather``: soft-edge width of the paste mask in SR-face px (:func:`~pkdn_edge.face.align.feather_mask`:
     0 at the crop border, 1 about ``2 * feather + 1`` px in; default 5 % of the SR face size). ``max_faces``.
-    ``max_face_iod``: larger faces (eye distance, input px) keep the bicubic canvas (default 43; 0 = none).
+    ``max_face_iod``: larger faces (eye distance, input px) keep the plain upscale (default: ``max_face_q``
+    x the largest engine template's eye distance; 0 = none). ``align``: ``"native"`` (integer-pixel crop at
+    the frame's resolution, default) or ``"template"`` (similarity warp onto the template; diagnostic).
+    ``plain``: no face path, the canvas is the frame upscaled (the honest baseline).
     ``upscale``: ``"cubic"`` or ``"linear"`` for the full frame. ``tracker_kwargs``: passed to
     :class:`~pkdn_edge.face.tracking.FaceTracker`. ``canvas``: (w, h) the output canvas may not exceed
     (:func:`canvas_size`); None = the frame x the engine scale.
@@ -173,7 +170,8 @@ class FacePipeline:
     def __init__(self, engine: Any | Mapping[int, Any], detector: Any = None, detect_every: int = 5,
                  scale: int | str | None = None, smoothing: bool = True, feather: float | None = None,
                  max_faces: int = 8, upscale: str = "cubic", max_face_iod: float | None = None,
-                 tracker_kwargs: Mapping[str, Any] | None = None, canvas: tuple[int, int] | None = None) -> None:
+                 tracker_kwargs: Mapping[str, Any] | None = None, canvas: tuple[int, int] | None = None,
+                 align: str = "native", max_face_q: float = MAX_FACE_Q, plain: bool = False) -> None:
         if isinstance(engine, Mapping):
             engines = {int(k): v for k, v in engine.items()}
         else:
@@ -198,7 +196,11 @@ class FacePipeline:
         self.lr_iod = {s: float(np.hypot(*(t[1] - t[0]))) for s, t in self._tpl.items()}
         self.detector = detector
         self.max_faces = int(max_faces)
-        self.max_face_iod = SR_IOD if max_face_iod is None else float(max_face_iod)
+        if align not in ALIGN_MODES:
+            raise PKDNError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+        self.align = align
+        self.plain = bool(plain)
+        self.max_face_iod = (float(max_face_q) * max(self.lr_iod.values())) if max_face_iod is None else float(max_face_iod)
         self.upscale_interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[upscale]
         tk = dict(tracker_kwargs or {})
         tk.setdefault("max_faces", self.max_faces)
@@ -217,11 +219,28 @@ class FacePipeline:
         f = self.feather if self.feather is not None else 0.05 * min(h, w)
         return feather_mask((h, w), f)
 
-    def choose_scale(self, iod: float) -> int:
-        """Engine scale for a face of ``iod`` frame px: closest LR template IOD in log-ratio."""
-        if len(self.engines) == 1:
-            return next(iter(self.engines))
+    def choose_scale(self, iod: float, canvas_scale: float | None = None) -> int:
+        """The decision rule: the engine scale for a face of ``iod`` frame px (its LR template eye distance
+        closest in log-ratio), or 0 = keep the plain upscale: the face is larger than ``max_face_iod``, or
+        the canvas (``canvas_scale`` x the frame) is not larger than the frame."""
+        if canvas_scale is not None and canvas_scale <= 1.0:
+            return 0
+        if self.max_face_iod > 0 and iod > self.max_face_iod:
+            return 0
         return min(self.engines, key=lambda s: abs(math.log(max(iod, 1e-3) / self.lr_iod[s])))
+
+    def crop_matrix(self, landmarks: np.ndarray, scale: int) -> np.ndarray:
+        """2x3 frame px -> LR crop px for a face with ``landmarks`` (5, 2) sent to the x``scale`` engine.
+        ``align="template"``: the similarity onto the template. ``align="native"``: a pure integer
+        translation whose n x n window is centred where the template puts the crop centre (no resampling)."""
+        n = self.lr_sizes[scale]
+        M = umeyama_similarity(landmarks, self._tpl[scale])
+        if self.align == "template":
+            return M
+        c = (n - 1) / 2.0
+        centre = inverse_matrix(M) @ np.array([c, c, 1.0])
+        ix, iy = int(math.floor(centre[0] - c + 0.5)), int(math.floor(centre[1] - c + 0.5))
+        return np.array([[1.0, 0.0, -ix], [0.0, 1.0, -iy]])
 
     def _detect(self, frame: np.ndarray) -> list:
         """Run the detector; one that takes the tracked faces (``detect_tracked``, e.g.
@@ -259,23 +278,56 @@ class FacePipeline:
         detector on this frame (tests). Returns the output canvas (reused buffer) and per-face info."""
         tm: dict[str, float] = {k: 0.0 for k in STAGES}
         clock = time.perf_counter
+        H, W = frame.shape[:2]
+        cw, ch = canvas_size((W, H), self.canvas_scale, self.canvas_limit)
+        c = cw / W
+        self.canvas_wh = (cw, ch)
         t0 = clock()
-        # 1. detect + track
-        detected = False
+        tracks, detected = ([], False) if self.plain else self._detect_and_track(frame, t, detections, tm)
+        t2 = clock()
+        faces, per_engine, skipped_large = self._align(frame, tracks, c)
+        t3 = clock()
+        tm["align"] = (t3 - t2) * 1e3
+        for s, idx in per_engine.items():  # SR: one batch per engine
+            if idx:
+                out = self.engines[s].run(self._lr_buf[s][: len(idx)])
+                for j, fi in enumerate(idx):
+                    faces[fi].sr = out[j]
+        t4 = clock()
+        tm["sr"] = (t4 - t3) * 1e3
+        canvas = self._upscale(frame, (cw, ch))
+        t5 = clock()
+        tm["upscale"] = (t5 - t4) * 1e3
+        for fr in faces:
+            if fr.sr is not None:
+                fr.paste = self._paste(canvas, fr, c, keep_base)
+        t6 = clock()
+        tm["paste"] = (t6 - t5) * 1e3
+        tm["total"] = (t6 - t0) * 1e3
+        res = FrameResult(canvas, faces, tm, detected, self.frame_index, skipped_large)
+        self.frame_index += 1
+        return res
+
+    # -- the stages -----------------------------------------------------------------------------
+    def _detect_and_track(self, frame: np.ndarray, t: float | None, detections: Sequence[Any] | None,
+                          tm: dict[str, float]) -> tuple[list[Track], bool]:
+        """Detect (on the tracker's cadence, or ``detections`` given) and track; fills ``tm``."""
+        t0 = time.perf_counter()
         if frame.shape[:2] != self._frame_hw:  # a new frame size (image folders): tracks do not carry over
             if self._frame_hw is not None:
                 self.tracker.reset()
             self._frame_hw = frame.shape[:2]
         if detections is None and self.detector is not None and self._want_detection():
             detections = self._detect(frame)
-        if detections is not None:
-            detected = True
-        t1 = clock()
-        tracks: list[Track] = self.tracker.update(frame, t, detections)
-        t2 = clock()
-        tm["detect"], tm["track"] = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(frame, t, detections)
+        tm["detect"], tm["track"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+        return tracks, detections is not None
 
-        # 2. align every face to its engine's LR grid
+    def _align(self, frame: np.ndarray, tracks: Sequence[Track], canvas_scale: float
+               ) -> tuple[list[FaceResult], dict[int, list[int]], int]:
+        """Choose each face's engine (or none) and cut its LR crop into that engine's batch buffer.
+        Returns the faces, the face indices per engine and how many were too large for any engine."""
         H, W = frame.shape[:2]
         faces: list[FaceResult] = []
         per_engine: dict[int, list[int]] = {s: [] for s in self.engines}
@@ -285,62 +337,37 @@ class FacePipeline:
             iod = interocular(lm)
             fr = FaceResult(tr.id, lm.copy(), tr.raw.copy(), tr.box.copy(), iod, 0)
             faces.append(fr)
-            s = self.choose_scale(iod)
             self.max_iod_seen = max(self.max_iod_seen, iod)
-            if self.max_face_iod > 0 and iod > self.max_face_iod:
-                skipped_large += 1
+            s = self.choose_scale(iod, canvas_scale)
+            if s == 0:
+                skipped_large += canvas_scale > 1.0
                 continue
             n = self.lr_sizes[s]
             try:
-                M = umeyama_similarity(lm, self._tpl[s])
+                M = self.crop_matrix(lm, s)
                 q = footprint(M, n)
-            except PKDNError:  # degenerate / non-finite landmarks: leave this face bicubic
+            except PKDNError:  # degenerate / non-finite landmarks: leave this face to the plain upscale
                 continue
             if q[:, 0].max() < 0 or q[:, 1].max() < 0 or q[:, 0].min() > W - 1 or q[:, 1].min() > H - 1:
                 continue  # the crop lies entirely outside the frame
             slot = len(per_engine[s])
-            lr = warp_face(frame, M, n, out=self._lr_buf[s][slot])
-            fr.engine_scale = s
-            fr.lr = lr
-            fr.M = M
+            fr.lr = warp_face(frame, M, n, out=self._lr_buf[s][slot])  # native: an exact (mirrored) copy
+            fr.engine_scale, fr.M = s, M
             per_engine[s].append(len(faces) - 1)
-        t3 = clock()
-        tm["align"] = (t3 - t2) * 1e3
+        return faces, per_engine, skipped_large
 
-        # 3. SR: one batch per engine
-        for s, idx in per_engine.items():
-            if not idx:
-                continue
-            out = self.engines[s].run(self._lr_buf[s][: len(idx)])
-            for j, fi in enumerate(idx):
-                faces[fi].sr = out[j]
-        t4 = clock()
-        tm["sr"] = (t4 - t3) * 1e3
-
-        # 4. upscale the frame into the reused canvas
-        cw, ch = canvas_size((W, H), self.canvas_scale, self.canvas_limit)
-        c = cw / W
-        self.canvas_wh = (cw, ch)
-        shape = (ch, cw, 3)
+    def _upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The whole frame resized to the canvas ``size`` (w, h) in the reused canvas buffer."""
+        shape = (size[1], size[0], 3)
         if self._canvas is None or self._canvas.shape != shape:
             self._canvas = np.empty(shape, np.uint8)
-        cv2.resize(frame, (cw, ch), dst=self._canvas, interpolation=self.upscale_interp)
-        canvas = self._canvas
-        t5 = clock()
-        tm["upscale"] = (t5 - t4) * 1e3
+        cv2.resize(frame, size, dst=self._canvas, interpolation=self.upscale_interp)
+        return self._canvas
 
-        # 5. paste back
-        for fr in faces:
-            if fr.sr is None:
-                continue
-            A = self.canvas_matrix(fr.M, fr.engine_scale, c)
-            fr.paste = blend_face(canvas, fr.sr, A, mask=self._mask(*fr.sr.shape[:2]), keep_base=keep_base)
-        t6 = clock()
-        tm["paste"] = (t6 - t5) * 1e3
-        tm["total"] = (t6 - t0) * 1e3
-        res = FrameResult(canvas, faces, tm, detected, self.frame_index, skipped_large)
-        self.frame_index += 1
-        return res
+    def _paste(self, canvas: np.ndarray, fr: FaceResult, canvas_scale: float, keep_base: bool) -> Pasted | None:
+        """Blend one SR face into the canvas where its crop came from."""
+        A = self.canvas_matrix(fr.M, fr.engine_scale, canvas_scale)
+        return blend_face(canvas, fr.sr, A, mask=self._mask(*fr.sr.shape[:2]), keep_base=keep_base)
 
     def warmup(self, frame_size: tuple[int, int] = (640, 480)) -> None:
         """Warm up the engines (first-run graph optimisation, allocations) at every batch size the loop

@@ -27,7 +27,7 @@ from pkdn_edge.pretrained import WEIGHTS_DIR, pretrained_path
 
 __all__ = ["BACKENDS", "MODEL_SELECTION", "build_engine", "default_artifacts", "model_candidates", "stale_export_note"]
 
-BACKENDS = ("auto", "openvino", "onnxruntime", "tensorrt", "torch", "bicubic")
+BACKENDS = ("auto", "openvino", "onnxruntime", "tensorrt", "torch", "bicubic", "bicubic-face")
 # artifact folder target names and precisions per backend, in order of preference: read off the one
 # backend table (pkdn_edge.engines.base.BACKENDS, which export/formats.py agrees with)
 _TARGETS = {name: info.search or info.targets[:1] for name, info in _BACKEND_TABLE.items()}
@@ -43,7 +43,8 @@ model selection (--backend auto, no --artifact), per scale s (4, 8; both for --s
   3. development installs only (torch + the export extra): exported now from the shipped
      pkdn_edge_x<s>.pt into ./exports (pkdn-export --target onnx --precision fp32 --scale <s> --dynamic).
   Otherwise: an error naming the export command. --backend X restricts 1-3 to backend X
-  (--backend torch runs pkdn_edge_x<s>.pt directly); --backend bicubic needs no model (baseline)."""
+  (--backend torch runs pkdn_edge_x<s>.pt directly); --backend bicubic needs no model (the baseline: the
+  whole frame upscaled, no face path)."""
 
 
 
@@ -136,7 +137,7 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
     artifact found in the export folders, then among the shipped models; for ``torch`` the shipped
     checkpoint; else one exported now from the shipped checkpoint (only where the export tools are
     installed). ``tta`` is the engines' test-time augmentation (``load_engine``; bicubic has none)."""
-    if backend == "bicubic":
+    if backend in ("bicubic", "bicubic-face"):  # the plain baseline (the loop skips the face path) / the diagnostic
         return BicubicEngine(scale)
     if artifact:
         p = Path(artifact)
