@@ -35,10 +35,11 @@ def zoom_rows(canvas_h: int, max_tiles: int) -> int:
 
 def auto_view(frame_wh: tuple[int, int], canvas_wh: tuple[int, int], engine_scale: float) -> str:
     """The headless default view (``--view auto`` without a window) for a ``frame_wh`` frame shown on a
-    ``canvas_wh`` canvas, with ``engine_scale`` the largest scale a face is super-resolved at:
-    ``"zoom"`` when the canvas is smaller than the frame x that scale (the SR faces are area-shrunk
-    when pasted, so their detail only reaches the screen in the zoom panel) and at least one face row
-    fits the canvas height; else ``"output"`` (the SR faces are pasted at their native resolution)."""
+    ``canvas_wh`` canvas made for ``engine_scale`` (the loop's canvas scale: its smallest engine scale;
+    0 = no face path): ``"zoom"`` when the canvas is smaller than the frame x that scale (``--canvas``
+    shrank it, so the SR faces are area-shrunk when pasted and their detail reaches the screen only in
+    the zoom panel) and at least one face row fits the canvas height; else ``"output"`` (the SR faces
+    are pasted at their native resolution)."""
     canvas_scale = canvas_wh[0] / max(1, frame_wh[0])
     if canvas_scale < float(engine_scale) - 1e-6 and zoom_rows(canvas_wh[1], 1) >= 1:
         return "zoom"
@@ -78,7 +79,7 @@ class Composer:
     next to the same aligned region of the input frame upscaled by plain bicubic interpolation, one
     resampling), or ``auto``: decided on the first frame by :func:`auto_view` (the headless default;
     ``view`` then holds the choice, kept for the whole run so the video size does not change).
-    ``engine_scale``: the largest scale the loop super-resolves at (for ``auto``). ``max_tiles``: at
+    ``engine_scale``: the scale the loop's canvas is made for (for ``auto``; 0 = no face path). ``max_tiles``: at
     most that many face rows (the loop's ``--max-faces``); fewer when the canvas is not tall enough
     (:func:`zoom_rows`). Rows are ordered by track id; faces that were not super-resolved (too large,
     outside the frame) get none.
@@ -95,6 +96,7 @@ class Composer:
         self._bic = np.empty((self.max_tiles, TILE, TILE, 3), np.uint8)  # bicubic tiles (warp targets)
         self._fit = np.empty((self.max_tiles, TILE, TILE, 3), np.uint8)  # SR outputs not TILE-sized, resized
         self.tiles = 0  # face rows drawn on the last frame
+        self._row_keys: list = []  # zoom panel: what each row shows (see _zoom)
         self.ema: dict[str, float] = {}
         self.loop_ema = 0.0
 
@@ -126,16 +128,17 @@ class Composer:
         else:
             out = canvas
         if self.overlay:
+            img = out[:, :W] if self.view == "zoom" else out  # the zoom panel stays clear of the overlay
             for k, v in timings.items():
                 self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
             s = max(0.4, min(1.5, H / 900))
             lh = int(32 * s)
             e2e = self.ema.get("e2e", 0.0)
             fps = 1000.0 / self.loop_ema if self.loop_ema > 0 else 0.0
-            _put(out, f"{self.label} | {fps:.1f} FPS (whole loop) | faces {len(res.faces)}", (10, lh), s)
+            _put(img, f"{self.label} | {fps:.1f} FPS (whole loop) | faces {len(res.faces)}", (10, lh), s)
             stages = " ".join(f"{k} {self.ema.get(k, 0):.1f}" for k in ("capture", "detect", "track", "align",
                                                                          "sr", "upscale", "paste"))
-            _put(out, f"{stages} | e2e {e2e:.1f} ms", (10, 2 * lh), s * 0.8)
+            _put(img, f"{stages} | e2e {e2e:.1f} ms", (10, 2 * lh), s * 0.8)
             if self.view == "side-by-side":
                 _put(out, "input bicubic", (10, H - lh // 2), s, (200, 200, 255))
                 _put(out, "pkdn-edge", (W + 10, H - lh // 2), s, (200, 255, 200))
@@ -143,28 +146,41 @@ class Composer:
                 for fr in res.faces:
                     if fr.paste is not None and _tiled(fr):
                         x1, y1 = fr.paste.box[:2]
-                        _put(out, f"#{fr.track_id}", (x1 + 2, max(lh, y1 - 4)), s * 0.6, (200, 255, 200))
+                        _put(img, f"#{fr.track_id}", (x1 + 2, max(lh, y1 - 4)), s * 0.6, (200, 255, 200))
         return out
 
     def _zoom(self, res: FrameResult, frame: np.ndarray | None) -> np.ndarray:
-        """The canvas with the face panel on its right (see the class docstring)."""
+        """The canvas with the face panel on its right (see the class docstring). The panel persists
+        in the reused buffer: each frame writes the tiles of the rows in use, and a row's labels are
+        redrawn (and a row cleared) only when the face shown there changes."""
         if frame is None:
             raise ValueError("the zoom view needs the input frame (compose(..., frame=))")
         canvas = res.canvas
         H, W = canvas.shape[:2]
         shape = (H, W + PANEL_W, 3)
+        rows = zoom_rows(H, self.max_tiles)
         if self.buf is None or self.buf.shape != shape:
             self.buf = np.empty(shape, np.uint8)
+            self.buf[:, W:] = PANEL_BG
+            self._row_keys = [None] * (rows + 1)  # what each row shows (track id, scale); last: "+N more"
         out = self.buf
         out[:, :W] = canvas
         panel = out[:, W:]
-        panel[...] = PANEL_BG
         faces = sorted((fr for fr in res.faces if _tiled(fr)), key=lambda fr: fr.track_id)
-        rows = zoom_rows(H, self.max_tiles)
         xs, xb = PAD, 2 * PAD + TILE
-        for i, fr in enumerate(faces[:rows]):
+        for i in range(rows):
             y = PAD + i * ROW_H
             ty = y + LABEL_H
+            fr = faces[i] if i < len(faces) else None
+            key = None if fr is None else (fr.track_id, fr.engine_scale)
+            if key != self._row_keys[i]:
+                self._row_keys[i] = key
+                panel[y:ty + TILE] = PANEL_BG
+                if fr is not None:
+                    _label(panel, f"#{fr.track_id} pkdn-edge x{fr.engine_scale}", (xs, ty - 4), (200, 255, 200))
+                    _label(panel, "bicubic", (xb, ty - 4), (200, 200, 255))
+            if fr is None:
+                continue
             sr = fr.sr
             if sr.shape[:2] != (TILE, TILE):  # an engine with another output size: shown at TILE px
                 interp = cv2.INTER_AREA if sr.shape[0] > TILE else cv2.INTER_CUBIC
@@ -176,12 +192,14 @@ class Composer:
             cv2.warpAffine(frame, A, (TILE, TILE), dst=self._bic[i], flags=cv2.INTER_CUBIC,
                            borderMode=cv2.BORDER_REPLICATE)
             panel[ty:ty + TILE, xb:xb + TILE] = self._bic[i]
-            _label(panel, f"#{fr.track_id} pkdn-edge x{fr.engine_scale}", (xs, ty - 4), (200, 255, 200))
-            _label(panel, "bicubic", (xb, ty - 4), (200, 200, 255))
         self.tiles = min(rows, len(faces))
         more = len(faces) - self.tiles
-        if more > 0 and PAD + rows * ROW_H + LABEL_H <= H:
-            _label(panel, f"+{more} more", (xs, PAD + rows * ROW_H + LABEL_H - 4), (255, 255, 255))
+        y = PAD + rows * ROW_H
+        if more != self._row_keys[rows] and y + LABEL_H <= H:  # faces beyond the rows that fit
+            self._row_keys[rows] = more
+            panel[y:y + LABEL_H] = PANEL_BG
+            if more > 0:
+                _label(panel, f"+{more} more", (xs, y + LABEL_H - 4), (255, 255, 255))
         return out
 
 

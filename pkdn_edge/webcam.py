@@ -404,8 +404,9 @@ class WebcamLoop:
         self.pipe.warmup()
         self.warmup_ms = (time.perf_counter() - t) * 1e3
         self.stats = LoopStats()
+        zoom_scale = 0 if self.pipe.detector is None else self.pipe.canvas_scale  # no face path: nothing to zoom
         self.composer = Composer(args.view, self.label, overlay=not args.no_overlay,
-                                 engine_scale=max(self.pipe.engines), max_tiles=args.max_faces)
+                                 engine_scale=zoom_scale, max_tiles=args.max_faces)
         self.window = None if outputs.headless else Window(log)
         self.writer: FrameWriter | None = None
         self.writer_stats: dict | None = None

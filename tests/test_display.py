@@ -30,7 +30,8 @@ def test_auto_view_zoom_only_where_the_canvas_shrinks_the_sr_faces():
     assert auto_view((640, 480), (1440, 1080), 4) == "zoom"       # x2.25
     assert auto_view((320, 240), (1280, 960), 4) == "output"      # x4: pasted at native size
     assert auto_view((640, 480), (2560, 1920), 4) == "output"     # --canvas full
-    assert auto_view((320, 240), (1280, 960), 8) == "zoom"        # x8 faces (scale auto) on a x4 canvas
+    assert auto_view((320, 240), (1280, 960), 8) == "zoom"        # a x8 canvas shrunk to x4
+    assert auto_view((1280, 720), (1920, 1080), 0) == "output"    # no face path: nothing to zoom
     # a canvas too short for one face row keeps the output view
     assert auto_view((100, 50), (200, ROW_H + PAD - 1), 4) == "output"
     assert auto_view((100, 50), (300, ROW_H + PAD), 4) == "zoom"
@@ -132,8 +133,23 @@ def test_rows_ordered_by_track_id_follow_tracks_and_skip_unsuperresolved_faces()
     assert out is first                                                 # the same buffer, reused
     assert comp.tiles == 1 and (_tile(out, 480, 0, 0) == 200).all()
     assert (out[PAD + ROW_H:, 480:] == PANEL_BG).all()                  # its row is gone
+    fresh = Composer("zoom", "t", overlay=True).compose(_result([a]), {}, frame=frame)
+    assert np.array_equal(out[:, 480:], fresh[:, 480:])                 # row 0 relabelled "#7", nothing stale
     out = comp.compose(_result([]), {}, frame=frame)
     assert comp.tiles == 0 and (out[:, 480:] == PANEL_BG).all()
+
+
+def test_overlay_stays_on_the_canvas():
+    """The FPS/latency lines and the face markers are drawn on the canvas part only, even when they are
+    longer than a narrow canvas is wide (the panel persists between frames: a spill would stay)."""
+    frame = _frame()
+    face = _face(1, 300, 100, sr_value=90)
+    face.paste = SimpleNamespace(box=(470, 40, 480, 120), base=np.empty((0, 0, 3), np.uint8))
+    comp = Composer("zoom", "a long label " * 5, overlay=True)
+    out = comp.compose(_result([face], (480, 360)), {"e2e": 3.0}, frame=frame)
+    want = Composer("zoom", "x", overlay=False).compose(_result([face], (480, 360)), {}, frame=frame)
+    assert (out[:, :480] != 77).any()                                    # the overlay is there
+    assert np.array_equal(out[:, 480:], want[:, 480:])
 
 
 def test_rows_capped_by_max_faces_and_canvas_height():
@@ -206,8 +222,9 @@ def test_cli_view(tmp_path, capsys, monkeypatch, size, canvas, view, want):
     w, h = (int(v) for v in size.split("x"))
     monkeypatch.setattr(webcam, "build_detector",
                         lambda threads=2: DemoTruth(DemoSource(faces=2, frames=3, size=(w, h), motion=0)))
+    monkeypatch.setattr(webcam, "build_engine", lambda backend, scale, *a, **k: BicubicEngine(scale))  # no model
     out, stats = tmp_path / "out", tmp_path / "s.json"
-    argv = ["--source", spec, "--headless", "--backend", "bicubic", "--detect-every", "1", "--canvas", canvas,
+    argv = ["--source", spec, "--headless", "--scale", "4", "--detect-every", "1", "--canvas", canvas,
             "--output", str(out), "--stats-json", str(stats)] + (["--view", view] if view else [])
     assert webcam.main(argv) == 0, capsys.readouterr().err
     s = json.loads(stats.read_text())
