@@ -11,14 +11,18 @@ Runtimes (:mod:`pkdn_edge.engines`) read the manifest, never guess: input name a
 ``(N,3,h,w)``, layout ``NCHW``, colour ``RGB``, ``x = (pixel/255 - mean) / std`` and the output
 ``(N,3,s·h,s·w)`` RGB in the same normalization (clamp to ``range`` before converting to pixels).
 
-:func:`read_manifest` re-hashes every listed file and raises one :class:`PKDNError` line on a
-missing, changed or corrupt file, so a half-copied artifact never runs. No torch needed.
+:func:`read_manifest` is the one typed loader: every field is checked (types, ranges, finite
+numbers, sizes before anything is allocated) and every file a runtime opens must be listed and
+hashed (``model_file``, an OpenVINO ``.xml``'s ``.bin``, a registered ``engine_file``); it re-hashes
+every listed file and raises one :class:`PKDNError` line on a missing, changed or corrupt file, so a
+half-copied or hand-edited artifact never runs. No torch needed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -31,6 +35,12 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEFAULT_NORMALIZATION: dict[str, list[float]] = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "range": [0.0, 1.0]}
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_SCALE = 16        # super-resolution factors pkdn-edge can run (the students are x4 and x8)
+MAX_LR_SIDE = 512     # input face side in px (the students take 16 or 32): larger shapes are refused
+MAX_BATCH = 1024      # a fixed batch larger than this is refused before any buffer is allocated
+_TEXT_FIELDS = ("target", "model_file", "model", "preset", "role", "input_name", "layout", "color", "dtype",
+                "output_name", "created")
+_DICT_FIELDS = ("source", "tools", "verification", "extras")
 
 
 @dataclass
@@ -116,15 +126,112 @@ class Manifest:
         known = {f.name for f in fields(cls)} - {"root"}
         missing = [k for k in ("target", "precision", "scale", "model_file") if k not in d]
         if missing:
-            raise PKDNError(f"manifest lacks {', '.join(missing)}")
+            raise PKDNError(f"manifest{_where(root)} lacks {', '.join(missing)}; re-export the artifact")
+        _check_fields(d, _where(root))
         m = cls(**{k: v for k, v in d.items() if k in known})
         m.root = root
         _validate(m)
         return m
 
 
+def _where(root: Path | None) -> str:
+    return f" in {Path(root) / MANIFEST_NAME}" if root is not None else ""
+
+
+def _bad(field_name: str, value: Any, where: str, want: str) -> PKDNError:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return PKDNError(f"manifest field {field_name} = {text}{where} is not valid: {want}; re-export the artifact")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite_list(d: dict, key: str, n: int, where: str) -> list:
+    v = d.get(key)
+    if not isinstance(v, list) or len(v) != n or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+        raise _bad(f"normalization.{key}", v, where, f"must be a list of {n} finite numbers")
+    return [float(x) for x in v]
+
+
+def _check_shape(key: str, shape: Any, dynamic: bool, side_limit: int, where: str) -> None:
+    if not isinstance(shape, list) or len(shape) != 4:
+        raise _bad(key, shape, where, "must be a list [N, 3, h, w]")
+    n, c, h, w = shape
+    if not (_is_int(n) and 1 <= n <= MAX_BATCH) and not (dynamic and isinstance(n, str) and n):
+        raise _bad(key, shape, where, f"N must be an int in [1, {MAX_BATCH}] (or a name with dynamic: true)")
+    if c != 3 or not _is_int(c):
+        raise _bad(key, shape, where, "must have 3 (RGB) channels: [N, 3, h, w]")
+    if not all(_is_int(v) and 1 <= v <= side_limit for v in (h, w)):
+        raise _bad(key, shape, where, f"h and w must be ints in [1, {side_limit}]")
+
+
+def _check_fields(d: dict, where: str) -> None:
+    """Types and ranges of every known field of a manifest dict (one :class:`PKDNError` line each),
+    before anything is built from it: a hand-edited or damaged manifest never reaches a runtime."""
+    fv = d.get("format_version", FORMAT_VERSION)
+    if not _is_int(fv) or fv < 1:
+        raise _bad("format_version", fv, where, f"must be an int >= 1 (this pkdn-edge writes {FORMAT_VERSION})")
+    if fv > FORMAT_VERSION:
+        raise PKDNError(f"manifest format {fv}{where} is newer than this pkdn-edge understands "
+                        f"({FORMAT_VERSION}); upgrade pkdn-edge")
+    for k in _TEXT_FIELDS:
+        if k in d and not isinstance(d[k], str):
+            raise _bad(k, d[k], where, "must be a string")
+    if d["precision"] not in PRECISIONS:
+        raise PKDNError(f"manifest precision {d['precision']!r}{where} is not one of {PRECISIONS}")
+    s = d["scale"]
+    if not _is_int(s) or not 1 <= s <= MAX_SCALE:
+        raise _bad("scale", s, where, f"must be an int in [1, {MAX_SCALE}]")
+    files = d.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for k, v in files.items()):
+        raise _bad("files", files, where, "must be a mapping {file name: sha256 hex}")
+    for k in _DICT_FIELDS:
+        if k in d and not isinstance(d[k], dict):
+            raise _bad(k, d[k], where, "must be a mapping")
+    dynamic = d.get("dynamic", False)
+    if not isinstance(dynamic, bool):
+        raise _bad("dynamic", dynamic, where, "must be true or false")
+    b = d.get("batch", 1)
+    if b is not None and not (_is_int(b) and 1 <= b <= MAX_BATCH):
+        raise _bad("batch", b, where, f"must be null or an int in [1, {MAX_BATCH}]")
+    if "input_shape" in d:
+        _check_shape("input_shape", d["input_shape"], dynamic, MAX_LR_SIDE, where)
+    if "output_shape" in d:
+        _check_shape("output_shape", d["output_shape"], dynamic, MAX_LR_SIDE * MAX_SCALE, where)
+    if not dynamic and "input_shape" in d and b is not None and d["input_shape"][0] != b:
+        raise _bad("batch", b, where, f"must equal the input batch {d['input_shape'][0]} of a fixed-batch artifact")
+    if d.get("engine_file") is not None and not isinstance(d["engine_file"], str):
+        raise _bad("engine_file", d["engine_file"], where, "must be null or a file name")
+    norm = d.get("normalization", DEFAULT_NORMALIZATION)
+    if not isinstance(norm, dict):
+        raise _bad("normalization", norm, where, "must be a mapping {mean, std, range}")
+    full = {**DEFAULT_NORMALIZATION, **norm}
+    _finite_list(full, "mean", 3, where)
+    if any(v == 0 for v in _finite_list(full, "std", 3, where)):
+        raise _bad("normalization.std", full["std"], where, "must be nonzero (it divides every pixel)")
+    lo, hi = _finite_list(full, "range", 2, where)
+    if not lo < hi:
+        raise _bad("normalization.range", full["range"], where, "must be [lo, hi] with lo < hi")
+
+
+def required_files(m: Manifest) -> list[str]:
+    """The files a runtime opens: ``model_file``, an OpenVINO ``.xml``'s weights (the ``.bin`` of the
+    same name) and a registered ``engine_file``; each must be listed (and so hashed) in ``files``."""
+    names = [m.model_file]
+    if m.model_file.lower().endswith(".xml"):
+        names.append(m.model_file[:-4] + ".bin")
+    if m.engine_file:
+        names.append(m.engine_file)
+    return names
+
+
 def _validate(m: Manifest) -> None:
-    where = f" in {m.root / MANIFEST_NAME}" if m.root else ""
+    where = _where(m.root)
+    _check_fields(m.to_dict(), where)
     if int(m.format_version) > FORMAT_VERSION:
         raise PKDNError(f"manifest format {m.format_version}{where} is newer than this pkdn-edge understands "
                         f"({FORMAT_VERSION}); upgrade pkdn-edge")
@@ -141,6 +248,11 @@ def _validate(m: Manifest) -> None:
         _check_file_name(name, where)
     if m.model_file not in m.files:
         raise PKDNError(f"manifest model_file {m.model_file!r}{where} is not listed in its files")
+    unlisted = [n for n in required_files(m) if n not in m.files]
+    if unlisted:
+        raise PKDNError(f"manifest{where} does not list {', '.join(unlisted)}, which the runtime loads: its "
+                        f"bytes would be used unchecked (every file of an artifact is listed and hashed); "
+                        f"re-export the artifact")
 
 
 def _check_file_name(name: Any, where: str) -> None:

@@ -378,3 +378,134 @@ def test_prepare_size_limits_come_before_any_allocation(tmp_path, capsys, monkey
     rc, err = _prepare_cli(capsys, monkeypatch, src, tmp_path / "out", flag, value)
     assert rc == 2 and flag in _one_error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. one typed manifest loader
+
+
+SHIPPED_X4 = ROOT / "pkdn_edge" / "weights" / "onnx_fp32_x4"
+
+
+def _artifact(tmp_path: Path, name: str = "art", **changes) -> Path:
+    """A copy of the shipped x4 ONNX artifact with manifest fields changed (``None`` removes one)."""
+    import shutil
+
+    art = tmp_path / name
+    shutil.copytree(SHIPPED_X4, art)
+    d = json.loads((art / "manifest.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            d.pop(k, None)
+        else:
+            d[k] = v
+    (art / "manifest.json").write_text(json.dumps(d))
+    return art
+
+
+NORM = {"mean": [0.0] * 3, "std": [1.0] * 3, "range": [0.0, 1.0]}
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"files": ["model.onnx"]}, "files .*mapping"),
+    ({"format_version": "abc"}, "format_version .*int"),
+    ({"format_version": 0}, "format_version .*int >= 1"),
+    ({"input_shape": ["batch", 3, "32", "32"]}, "input_shape .*h and w must be ints"),
+    ({"input_shape": ["batch", 3, 100000, 100000], "output_shape": ["batch", 3, 400000, 400000]},
+     "input_shape .*h and w must be ints in \\[1, 512\\]"),
+    ({"input_shape": [10 ** 9, 3, 32, 32], "output_shape": [10 ** 9, 3, 128, 128], "dynamic": False, "batch": None},
+     "input_shape .*N must be an int"),
+    ({"scale": "4"}, "scale .*int"),
+    ({"normalization": {**NORM, "std": [0, 0, 0]}}, "normalization.std .*nonzero"),
+    ({"normalization": {**NORM, "range": [1, 0]}}, "normalization.range .*lo < hi"),
+    ({"normalization": {**NORM, "mean": [0, 0]}}, "normalization.mean .*3 finite numbers"),
+    ({"normalization": [0, 1]}, "normalization .*mapping"),
+    ({"dynamic": "yes"}, "dynamic .*true or false"),
+    ({"tools": "torch"}, "tools .*mapping"),
+    ({"model_file": 5}, "model_file .*string"),
+])
+def test_manifest_fields_are_checked_with_one_line(tmp_path, changes, match):
+    """A hand-edited manifest was a traceback (files as a list, format_version "abc", string dims), a
+    224 GiB allocation (a 100000^2 input) or a black/white square pasted over the face (std 0, range [1,0])."""
+    from pkdn_edge.manifest import read_manifest
+
+    art = _artifact(tmp_path, **changes)
+    with pytest.raises(PKDNError, match=match) as e:
+        read_manifest(art)
+    assert "\n" not in str(e.value) and "re-export" in str(e.value)
+
+
+@pytest.mark.parametrize("raw,edited,match", [
+    ('"format_version": 1', '"format_version": 1e400', "format_version .*int"),
+    ('"std": [1.0, 1.0, 1.0]', '"std": [NaN, 1.0, 1.0]', "normalization.std .*finite"),
+])
+def test_manifest_non_finite_numbers_are_refused(tmp_path, raw, edited, match):
+    """`format_version: 1e400` (inf in JSON) was a traceback; a NaN std pasted garbage."""
+    from pkdn_edge.manifest import read_manifest
+
+    art = _artifact(tmp_path)
+    p = art / "manifest.json"
+    text = json.dumps(json.loads(p.read_text()))  # one line, the shipped spacing
+    assert raw in text
+    p.write_text(text.replace(raw, edited, 1))
+    with pytest.raises(PKDNError, match=match):
+        read_manifest(art)
+
+
+def test_manifest_must_list_every_file_the_runtime_loads(tmp_path):
+    """An OpenVINO model.bin not in `files` (e.g. symlinked out of the folder) still loaded."""
+    from pkdn_edge.manifest import read_manifest, sha256_file
+
+    art = tmp_path / "ov"
+    art.mkdir()
+    (art / "model.xml").write_text("<net/>")
+    (tmp_path / "elsewhere.bin").write_bytes(b"weights from somewhere")
+    (art / "model.bin").symlink_to(tmp_path / "elsewhere.bin")
+    d = json.loads((SHIPPED_X4 / "manifest.json").read_text())
+    d.update(target="openvino", model_file="model.xml", files={"model.xml": sha256_file(art / "model.xml")})
+    (art / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(PKDNError, match="does not list model.bin"):
+        read_manifest(art)
+    d["files"]["model.bin"] = sha256_file(tmp_path / "elsewhere.bin")  # listed: the symlink is refused
+    (art / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(PKDNError, match="outside the artifact folder"):
+        read_manifest(art)
+
+
+def test_webcam_with_a_broken_manifest_is_one_error_line(tmp_path, capsys, no_detector):
+    art = _artifact(tmp_path, normalization={**NORM, "std": [0, 0, 0]})
+    rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", "--headless", "--output", "none",
+                   "--backend", "onnxruntime", "--artifact", art)
+    assert rc == 2 and "normalization.std" in _one_error_line(err)
+
+
+def test_x8_shapes_on_an_x4_model_fail_before_the_first_frame(tmp_path, capsys, no_detector):
+    """A manifest claiming x8 (16x16 -> 128x128) on the x4 model failed with a traceback at the first face."""
+    art = _artifact(tmp_path, scale=8, input_shape=["batch", 3, 16, 16])
+    rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", "--headless", "--output", "none",
+                   "--backend", "onnxruntime", "--scale", 8, "--artifact", art)
+    assert rc == 2
+    line = _one_error_line(err)
+    assert "manifest" in line and "re-export" in line
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None, reason="torch is not installed")
+def test_eval_applies_the_manifest_normalization_as_the_loop_does(tmp_path):
+    """`pkdn-train eval` fed [0,1] pixels to an artifact whose manifest says mean 0.5 / std 0.5 (the
+    loop normalizes): the same artifact scored +3.43 dB in eval and pasted something else in the loop."""
+    import torch
+
+    from pkdn_edge.engines import load_engine
+    from pkdn_edge.manifest import read_manifest, write_manifest
+    from pkdn_edge.train.data import to_uint8
+    from pkdn_edge.train.evaluate import ArtifactModel
+
+    art = _artifact(tmp_path)
+    m = read_manifest(art)
+    m.normalization = {"mean": [0.5] * 3, "std": [0.5] * 3, "range": [0.0, 1.0]}
+    write_manifest(m, rehash=False)
+    faces = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # BGR, as the loop has them
+    loop = load_engine(art, backend="onnxruntime", threads=1).run(faces)[..., ::-1]  # -> RGB
+    lr = torch.from_numpy(np.ascontiguousarray(faces[..., ::-1].transpose(0, 3, 1, 2))).float() / 255
+    evald = to_uint8(ArtifactModel(art, threads=1)(lr))
+    assert np.abs(evald.astype(int) - loop.astype(int)).max() <= 1

@@ -100,7 +100,9 @@ class ArtifactModel:
         self.cfg = SimpleNamespace(scale=self.engine.scale, role="student")
 
     def __call__(self, lr: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.from_numpy(self.engine.run_tensor(lr.numpy()))
+        # RGB in [0, 1] both ways, through the manifest's normalization exactly as the webcam loop
+        # applies it (Engine.run_unit): eval scores what the loop shows
+        return torch.from_numpy(np.ascontiguousarray(self.engine.run_unit(lr.float().numpy())))
 
 
 def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndarray:

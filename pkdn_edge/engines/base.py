@@ -155,7 +155,7 @@ class Engine:
         if n == 0:
             return np.empty(out_shape, np.float32)
         if self.batch is None:
-            return np.asarray(self._infer(np.ascontiguousarray(x)), np.float32).reshape(out_shape)
+            return self._infer_checked(np.ascontiguousarray(x))
         b = self.batch
         out = np.empty(out_shape, np.float32)
         for i in range(0, n, b):
@@ -163,25 +163,61 @@ class Engine:
             k = chunk.shape[0]
             if k < b:  # pad the last chunk to the artifact's batch (edge values: no NaN risk)
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
-            out[i : i + k] = np.asarray(self._infer(np.ascontiguousarray(chunk)), np.float32)[:k]
+            out[i : i + k] = self._infer_checked(np.ascontiguousarray(chunk))[:k]
         return out
 
-    def preprocess(self, faces_bgr: np.ndarray) -> np.ndarray:
-        """(N,h,w,3) uint8 BGR → (N,3,h,w) float32 normalized RGB."""
-        x = faces_bgr[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)
+    def _infer_checked(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`_infer` whose failure on the manifest's shapes (an x8 manifest on an x4 model, a wrong
+        input size) is one :class:`PKDNError` line at warm-up, not a runtime's traceback at the first face."""
+        h, w = self.lr_size
+        want = (x.shape[0], 3, h * self.scale, w * self.scale)
+        try:
+            y = np.asarray(self._infer(x), np.float32)
+        except (PKDNError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the runtime's own error, reduced to its first line
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise PKDNError(f"{self.name}: the model in {self.manifest.root} does not run on the input "
+                            f"{list(x.shape)} its manifest declares ({reason}); re-export the artifact") from None
+        if y.size != int(np.prod(want)):
+            raise PKDNError(f"{self.name}: the model in {self.manifest.root} gives {list(y.shape)} for "
+                            f"{list(x.shape)}, but its manifest declares x{self.scale} ({list(want)}): the manifest "
+                            f"does not describe this model; re-export the artifact")
+        return y.reshape(want)
+
+    def normalize(self, x01: np.ndarray) -> np.ndarray:
+        """(N,3,h,w) RGB in [0, 1] → the model's input: ``(x - mean) / std`` of the manifest. The one
+        place the manifest's normalization is applied to inputs (the loop via :meth:`preprocess`,
+        ``pkdn-train eval`` via :meth:`run_unit`)."""
+        x = np.asarray(x01, np.float32)
         if not self._identity_norm:
             x = (x - self._mean) / self._std
         return np.ascontiguousarray(x)
 
-    def postprocess(self, y: np.ndarray) -> np.ndarray:
-        """(N,3,H,W) float32 normalized RGB → (N,H,W,3) uint8 BGR (clamped, rounded)."""
+    def denormalize(self, y: np.ndarray) -> np.ndarray:
+        """The model's output → RGB in [0, 1]: ``y * std + mean``, clamped to ``range``, ``range``
+        mapped to [0, 1] (the inverse of :meth:`normalize`, shared by the loop and eval)."""
+        y = np.asarray(y, np.float32)
         if not self._identity_norm:
             y = y * self._std + self._mean
         lo, hi = self._range
         y = np.clip(y, lo, hi)
         if (lo, hi) != (0.0, 1.0):
             y = (y - lo) / (hi - lo)
-        y = y * np.float32(255.0) + np.float32(0.5)
+        return y
+
+    def run_unit(self, x01: np.ndarray) -> np.ndarray:
+        """(N,3,h,w) float RGB in [0, 1] → (N,3,s·h,s·w) float RGB in [0, 1], with the manifest's
+        normalization both ways (what :meth:`run` does, before the uint8 conversion)."""
+        return self.denormalize(self.run_tensor(self.normalize(x01)))
+
+    def preprocess(self, faces_bgr: np.ndarray) -> np.ndarray:
+        """(N,h,w,3) uint8 BGR → (N,3,h,w) float32 normalized RGB."""
+        return self.normalize(faces_bgr[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0))
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        """(N,3,H,W) float32 normalized RGB → (N,H,W,3) uint8 BGR (clamped, rounded)."""
+        y = self.denormalize(y) * np.float32(255.0) + np.float32(0.5)
         return np.ascontiguousarray(y.astype(np.uint8)[:, ::-1].transpose(0, 2, 3, 1))
 
     def run(self, faces_bgr: np.ndarray) -> np.ndarray:
