@@ -70,9 +70,11 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2                 # torch CPU threads
     device: str = "auto"             # "auto" (CUDA when present), "cpu" or "cuda"
-    precision: str = "fp32"          # "fp32", or "bf16": forward passes under bfloat16 autocast (weights,
+    precision: str = "auto"          # "auto" (bf16 only where the CPU has native bf16, AVX512-BF16 or AMX, and a
+                                     # short probe measures it faster; fp32 otherwise; train/precision.py),
+                                     # "fp32", or "bf16": forward passes under bfloat16 autocast (weights,
                                      # optimiser and losses stay fp32); 1.7x faster steps on CPUs with
-                                     # AVX512-BF16/AMX and on recent GPUs (docs/training.md: bf16)
+                                     # AVX512-BF16/AMX, about 6x slower where bf16 is emulated (docs/training.md)
     channels_last: bool = True       # NHWC memory layout for model and batches (measured 1.3-1.5x faster
                                      # training steps on CPU; numerically the same network)
     out: str = "runs/default"
@@ -92,8 +94,8 @@ class TrainConfig:
             raise PKDNError(f"pixel_loss must be 'l1' or 'mse', got {self.pixel_loss!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise PKDNError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.precision not in ("fp32", "bf16"):
-            raise PKDNError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise PKDNError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.degradation not in ("bicubic", "camera", "webcam"):
             raise PKDNError(f"degradation must be 'bicubic', 'camera' or 'webcam', got {self.degradation!r}")
         if self.teacher_lr not in ("same", "clean"):

@@ -39,16 +39,36 @@ def mean_metrics(outs: np.ndarray, hr: np.ndarray) -> dict[str, float]:
 _mean_metrics = mean_metrics  # the former private name
 
 
+def eval_precision(requested: str, flags: set[str] | None = None) -> dict[str, str]:
+    """Precision of evaluation: ``{"torch": fp32|bf16, "openvino": f32|bf16, "why": ...}``.
+
+    fp32 (OpenVINO ``INFERENCE_PRECISION_HINT`` f32) unless bf16 is requested (``bf16`` or
+    ``auto``) *and* native: AVX512-BF16/AMX in the CPU flags for PyTorch checkpoints, ``BF16`` in
+    the OpenVINO CPU plugin's capabilities for OpenVINO artifacts (INT8 artifacts keep their own).
+    """
+    from .precision import native_bf16, openvino_precision
+
+    if requested not in ("fp32", "bf16", "auto"):
+        raise PKDNError(f"precision must be 'fp32', 'bf16' or 'auto', got {requested!r}")
+    if requested == "fp32":
+        return {"torch": "fp32", "openvino": "f32", "why": "fp32 requested"}
+    native, which = native_bf16(flags)
+    ov, ov_why = openvino_precision(requested) if native else ("f32", f"{requested} requested, but {which}")
+    return {"torch": "bf16" if native else "fp32", "openvino": ov,
+            "why": f"torch: {requested} requested, {which}; openvino: {ov_why}"}
+
+
 @torch.no_grad()
 def super_resolve(
     model, hr: np.ndarray, scale: int, priors: np.ndarray | None = None, batch: int = 32, tta: str = "none",
-    lr_faces: np.ndarray | None = None,
+    lr_faces: np.ndarray | None = None, bf16: bool = False,
 ) -> np.ndarray:
     """Run ``model`` on LR faces → SR (N,H,W,3) uint8: ``lr_faces`` (N,h,w,3) when given, else the
     paper protocol's LR (PIL bicubic ↓s) of the HR faces ``hr`` (N,H,W,3) uint8 RGB.
 
     ``tta="flip"``: the mean of the outputs for each face and its left-right mirror (mirrored
-    back), as :class:`pkdn_edge.engines.Engine` does with ``tta="flip"``.
+    back), as :class:`pkdn_edge.engines.Engine` does with ``tta="flip"``. ``bf16``: PyTorch models
+    run under bfloat16 autocast (see :func:`eval_precision`).
     """
     if tta not in ("none", "flip"):
         raise PKDNError(f"unknown tta {tta!r}; choose 'none' or 'flip'")
@@ -60,9 +80,10 @@ def super_resolve(
     for i in range(0, len(hr), batch):
         lr = to_tensor(lr_faces[i : i + batch])
         p = None if priors is None else torch.from_numpy(priors[i : i + batch]).float().div(255)
-        sr = model(lr, p)
-        if tta == "flip":
-            sr = 0.5 * (sr + model(lr.flip(-1), None).flip(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and not isinstance(model, ArtifactModel)):
+            sr = model(lr, p).float()
+            if tta == "flip":
+                sr = 0.5 * (sr + model(lr.flip(-1), None).float().flip(-1))
         if not torch.isfinite(sr).all():
             raise PKDNError("the model produced NaN/Inf outputs: the checkpoint is broken")
         outs.append(to_uint8(sr))
@@ -91,12 +112,15 @@ class ArtifactModel:
     engine, called like a student: ``(B,3,h,w)`` float tensor → ``(B,3,sh,sw)`` float tensor.
     Lets ``pkdn-train eval`` score exactly what a device runs (e.g. an INT8 export)."""
 
-    def __init__(self, path: str | Path, threads: int = 2) -> None:
+    def __init__(self, path: str | Path, threads: int = 2, ov_hint: str = "f32") -> None:
         from types import SimpleNamespace
 
         from pkdn_edge.engines import load_engine
 
         self.engine = load_engine(path, threads=threads)
+        if ov_hint == "bf16" and self.engine.backend == "openvino" and self.engine.precision != "int8":
+            # OpenVINO opens with INFERENCE_PRECISION_HINT f32 (parity with PyTorch); bf16 only on request
+            self.engine = load_engine(path, threads=threads, precision="bf16")
         self.cfg = SimpleNamespace(scale=self.engine.scale, role="student")
 
     def __call__(self, lr: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,7 +143,7 @@ def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndar
 def run_eval(
     weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2,
     val_of: str | None = None, overrides: list[str] | None = None, tta: str = "none",
-    protocols: tuple[str, ...] = PROTOCOLS,
+    protocols: tuple[str, ...] = ("bicubic", "camera"), precision: str = "fp32",
 ) -> dict:
     """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}[_{protocol}].png`` under ``out``.
 
@@ -127,11 +151,14 @@ def run_eval(
     its own bicubic row. ``val_of`` (a training config, with ``overrides``) evaluates on that
     config's held-out validation faces instead of the ``faces`` folder: the set to compare and
     select models on. ``tta="flip"`` adds a row per model with mirror self-ensembling.
+    ``precision``: ``fp32`` (default), or ``bf16``/``auto``: bf16 where it is native (:func:`eval_precision`).
     """
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise PKDNError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
     torch.set_num_threads(threads)
+    prec = eval_precision(precision)
+    print(f"precision: torch {prec['torch']}, openvino {prec['openvino']} ({prec['why']})", flush=True)
     if val_of:
         hr = validation_faces(val_of, overrides)
         extra = f" {' '.join(overrides)}" if overrides else ""
@@ -140,7 +167,7 @@ def run_eval(
         hr = FaceData.load(faces, recursive=False).hr  # eval/parsing/ holds label maps, not faces
     models = []
     for w in weights:
-        model = ArtifactModel(w, threads) if Path(w).is_dir() else load_model(w)[0]
+        model = ArtifactModel(w, threads, prec["openvino"]) if Path(w).is_dir() else load_model(w)[0]
         if scale is not None and model.cfg.scale != scale:
             raise PKDNError(f"{w} is a ×{model.cfg.scale} model, not ×{scale}")
         models.append((w, model))
@@ -171,7 +198,7 @@ def run_eval(
                 name = f"{model.cfg.role} ({tag})"
                 variants = [("none", name)] + ([(tta, f"{name} +{tta}")] if tta != "none" and model.cfg.role == "student" else [])
                 for t, label in variants:
-                    sr = super_resolve(model, hr, s, priors, tta=t, lr_faces=lr)
+                    sr = super_resolve(model, hr, s, priors, tta=t, lr_faces=lr, bf16=prec["torch"] == "bf16")
                     m = _mean_metrics(sr, hr)
                     rows.append({"scale": s, "protocol": protocol, "model": label, "weights": w, **m,
                                  "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
@@ -183,7 +210,7 @@ def run_eval(
             if not cv2.imwrite(str(grid_path), make_grid(grid, grid_faces)[..., ::-1]):
                 raise PKDNError(f"could not write {grid_path}")
 
-    report = {"faces": str(faces), "num_faces": len(hr), "protocols": list(protocols),
+    report = {"faces": str(faces), "num_faces": len(hr), "protocols": list(protocols), "precision": prec,
               "camera_protocol_version": CAMERA_PROTOCOL_VERSION,
               "metrics": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))

@@ -37,6 +37,7 @@ from .config import TrainConfig
 from .camera import protocol_lr
 from .data import BatchSampler, FaceData, face_sharpness, split_indices, to_tensor, to_uint8
 from .degradations import bicubic_down
+from .precision import choose_precision
 from .losses import FeatureAdapters, feat_weight, feature_distillation
 from .student_init import student_from_teacher
 
@@ -149,6 +150,8 @@ class Trainer:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        self.precision, why = choose_precision(cfg.precision, self.device.type)
+        print(f"precision: {self.precision} ({why})", flush=True)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
@@ -232,7 +235,7 @@ class Trainer:
             "ema": self.ema.model.state_dict() if self.ema is not None else {},
             "step": self.step,
             "best": self.best,
-            "meta": {"step": self.step, "best_val_psnr": self.best},
+            "meta": {"step": self.step, "best_val_psnr": self.best, "precision": self.precision},
         }
 
     def _resume(self) -> None:
@@ -322,8 +325,9 @@ class Trainer:
         return stats
 
     def _autocast(self) -> torch.autocast:
-        """bfloat16 autocast for forward passes when ``cfg.precision == "bf16"`` (a no-op for fp32)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        """bfloat16 autocast for forward passes when the chosen precision is bf16 (a no-op for fp32;
+        ``precision: auto`` is resolved once in ``__init__`` by :func:`~pkdn_edge.train.precision.choose_precision`)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def run(self, stop_at: int | None = None, max_minutes: float | None = None, progress: bool = True) -> dict:
         """Train until ``cfg.steps`` (or ``stop_at`` / ``max_minutes``, checkpointing before leaving)."""
@@ -389,5 +393,6 @@ class Trainer:
     def save_best(self, score: float) -> None:
         """Write ``<out>/best.pt`` (inference weights) for a new best validation PSNR."""
         export_weights(
-            self.eval_model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "val": getattr(self, "val_scores", {}), "train": self.cfg.to_dict()}
+            self.eval_model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "val": getattr(self, "val_scores", {}),
+                                                  "train": self.cfg.to_dict(), "precision": self.precision}
         )
