@@ -390,10 +390,11 @@ def _run(req: ExportRequest) -> ExportReport:
     remove_stale_workdirs(out, req.log)
     torch.set_num_threads(max(1, req.threads))
     n = 128 // scale
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
-    scratch = Path(tempfile.mkdtemp(prefix="pkdn-export-"))
-    log = heartbeat = Heartbeat(req.log).start()  # "... still <step>" every 30 s of silence
-    try:
+    tmp = scratch = heartbeat = None
+    try:  # from the first folder on: an interrupt at any point removes what was made
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
+        scratch = Path(tempfile.mkdtemp(prefix="pkdn-export-"))
+        log = heartbeat = Heartbeat(req.log).start()  # "... still <step>" every 30 s of silence
         ctx = ExportContext(model=model, meta=meta, weights=weights, scale=scale, lr_size=(n, n), precision=precision,
                             batch=req.batch, workdir=tmp, scratch=scratch, threads=req.threads, opset=req.opset,
                             calib=calib, log=log, int8_model=req.int8_model if precision == "int8" else None,
@@ -416,9 +417,25 @@ def _run(req: ExportRequest) -> ExportReport:
         return ExportReport(req.target, precision, scale, out, manifest.model_file, size, time.perf_counter() - t0,
                             parity, latency, result.notes, manifest, rows)
     finally:
-        heartbeat.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        if heartbeat is not None:
+            heartbeat.stop()
+        _remove_despite_interrupts(tmp, scratch)
+
+
+def _remove_despite_interrupts(*folders: Path | None) -> None:
+    """Remove the work folders even when Ctrl-C is pressed again (or SIGTERM arrives) while they are
+    being removed: a second interrupt used to leave the hidden ``.tmp`` folder behind. The interrupt
+    is raised again once they are gone."""
+    interrupted = False
+    for folder in folders:
+        while folder is not None:
+            try:
+                shutil.rmtree(folder, ignore_errors=True)
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _verify_all(tmp: Path, out: Path, backend: str | None, result: TargetResult, model: torch.nn.Module,

@@ -104,6 +104,9 @@ class CalibOptions:
     accuracy_control: bool = False
 
 
+MIN_OPSET, MAX_OPSET = 13, 20  # --opset: Q/DQ per channel needs 13; torch.onnx.export(dynamo=False) supports <= 20
+
+
 @dataclass
 class ExportRequest:
     """One export (what ``pkdn-export``'s flags say); :func:`.exporter.run_export` carries it out.
@@ -148,8 +151,15 @@ class ExportRequest:
 
     def check(self) -> None:
         """Refuse values no target accepts (one :class:`PKDNError` line)."""
-        if self.batch is not None and self.batch < 1:
-            raise PKDNError(f"--batch must be >= 1, got {self.batch}")
+        from pkdn_edge.manifest import MAX_BATCH
+
+        if self.batch is not None and not 1 <= self.batch <= MAX_BATCH:  # checked before anything is allocated
+            raise PKDNError(f"--batch must be in [1, {MAX_BATCH}], got {self.batch} (for any batch: --dynamic)")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise PKDNError(f"--opset must be in [{MIN_OPSET}, {MAX_OPSET}] (per-channel Q/DQ needs 13; torch's "
+                            f"TorchScript ONNX exporter stops at {MAX_OPSET}), got {self.opset}")
+        if self.threads < 1:
+            raise PKDNError(f"--threads must be >= 1, got {self.threads}")
         if self.builder not in BUILDERS:
             raise PKDNError(f"unknown --builder {self.builder!r}; choose from {', '.join(BUILDERS)}")
         if self.builder not in ("auto", "none") and self.target != "tensorrt":

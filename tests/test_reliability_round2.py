@@ -509,3 +509,115 @@ def test_eval_applies_the_manifest_normalization_as_the_loop_does(tmp_path):
     lr = torch.from_numpy(np.ascontiguousarray(faces[..., ::-1].transpose(0, 3, 1, 2))).float() / 255
     evald = to_uint8(ArtifactModel(art, threads=1)(lr))
     assert np.abs(evald.astype(int) - loop.astype(int)).max() <= 1
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. size limits before allocating; an interrupted ONNX export leaves nothing
+
+needs_torch = pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None,
+                                 reason="torch is not installed (pkdn-edge[train])")
+TINY = {"widths": (8, 12), "depth": 1, "bottleneck_depth": 1, "refine_width": 8}
+
+
+def _tiny_weights(path: Path) -> Path:
+    import torch
+
+    from pkdn_edge.models import create_model
+    from pkdn_edge.models.checkpoint import export_weights
+
+    torch.manual_seed(0)
+    export_weights(create_model("edge", 4, **TINY), path)
+    return path
+
+
+def _export(capsys, *argv):
+    from pkdn_edge.export.cli import main
+
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.err
+
+
+@needs_torch
+@pytest.mark.parametrize("flag,value,match", [("--batch", 100000, "--batch must be in \\[1, 1024\\]"),
+                                              ("--opset", 99, "--opset must be in \\[13, 20\\]")])
+def test_export_limits_are_checked_before_anything_is_loaded(tmp_path, capsys, flag, value, match):
+    """`pkdn-export --batch 100000` ignored Ctrl-C for 10 s while tracing; `--opset 99` was a traceback."""
+    import re
+
+    out = tmp_path / "art"
+    rc, err = _export(capsys, "--target", "onnx", "--no-verify", "--weights", tmp_path / "missing.pt", "--out", out,
+                      flag, value)
+    assert rc == 2 and re.search(match, _one_error_line(err)), err  # before the (missing) weights are read
+    assert not out.exists() and not list(tmp_path.glob(".art.tmp-*"))
+
+
+@needs_torch
+def test_interrupted_onnx_export_leaves_no_work_folder_even_on_a_second_ctrl_c(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the ONNX export, and again while the work folder was being removed: the hidden
+    `.tmp` folder stayed behind."""
+    import shutil
+
+    from pkdn_edge.export import onnx_export
+
+    weights = _tiny_weights(tmp_path / "w.pt")
+    real_rmtree = shutil.rmtree
+    second = {"armed": True}
+
+    def export(ctx):
+        raise KeyboardInterrupt  # Ctrl-C while tracing
+
+    def rmtree(path, *a, **k):
+        if second["armed"] and ".tmp-" in str(path):
+            second["armed"] = False
+            raise KeyboardInterrupt  # Ctrl-C again, during the cleanup
+        return real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(onnx_export, "export", export)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    rc, err = _export(capsys, "--target", "onnx", "--no-verify", "--weights", weights, "--out", tmp_path / "art")
+    assert rc == 130 and "interrupted" in err
+    assert not second["armed"]
+    assert not list(tmp_path.glob(".art.tmp-*")) and not (tmp_path / "art").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. one line for corrupt checkpoints and OpenVINO load errors
+
+
+@needs_torch
+def test_pickled_or_corrupt_checkpoint_is_one_short_line(tmp_path, capsys):
+    """A corrupt .pt printed 6 lines, among them torch's hint to load it with weights_only=False."""
+    import torch
+
+    class Code:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    torch.save({"model": Code(), "config": {}}, tmp_path / "code.pt")
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    for name, why in (("code.pt", "Python objects (posix.getcwd)"), ("broken.pt", "zip archive")):
+        rc, err = _export(capsys, "--target", "onnx", "--no-verify", "--weights", tmp_path / name,
+                          "--out", tmp_path / "art")
+        line = _one_error_line(err)
+        assert rc == 2 and why in line and "weights_only" not in line, err
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_openvino_load_error_keeps_its_reason(tmp_path):
+    """OpenVINO's message starts with `Exception from src/...cpp:84:`: that was all the error line said."""
+    from pkdn_edge.engines import load_engine
+    from pkdn_edge.manifest import sha256_file
+
+    art = tmp_path / "ov"
+    art.mkdir()
+    (art / "model.xml").write_text("<net")
+    (art / "model.bin").write_bytes(b"\0" * 16)
+    d = json.loads((SHIPPED_X4 / "manifest.json").read_text())
+    d.update(target="openvino", model_file="model.xml",
+             files={n: sha256_file(art / n) for n in ("model.xml", "model.bin")})
+    (art / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(PKDNError) as e:
+        load_engine(art, backend="openvino", threads=1)
+    msg = str(e.value)
+    assert "Unable to read the model" in msg and "\n" not in msg and not msg.rstrip().endswith(":")

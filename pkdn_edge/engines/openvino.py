@@ -11,6 +11,7 @@ Dynamic-batch artifacts are reshaped once per batch size seen and the compiled m
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,16 @@ from .base import Engine, check_precision
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 MAX_CACHED_BATCHES = 8
+
+
+def ov_reason(exc: BaseException, limit: int = 400) -> str:
+    """OpenVINO's error in one line, reason included: its messages start with lines like ``Exception from
+    src/inference/src/cpp/core.cpp:84:`` (where, not why), which used to be all that was shown."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    why = [ln for ln in lines if not re.match(r"^(Exception from |Check '.*' failed at )?\S*src/\S+:\d+:?$", ln)
+           and not ln.startswith("Exception from src/")]
+    text = " ".join(why or lines) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class OpenVinoEngine(Engine):
@@ -49,7 +60,7 @@ class OpenVinoEngine(Engine):
         try:
             self.model = self.core.read_model(str(path))
         except Exception as exc:
-            raise PKDNError(f"openvino cannot read {path}: {str(exc).splitlines()[0]}") from None
+            raise PKDNError(f"openvino cannot read {path}: {ov_reason(exc)}") from None
         names = set().union(*(i.get_names() for i in self.model.inputs))
         if manifest.input_name not in names:
             raise PKDNError(f"{path} has inputs {sorted(names)}, the manifest says {manifest.input_name!r}")
@@ -69,7 +80,11 @@ class OpenVinoEngine(Engine):
         model = self.model.clone()
         h, w = self.lr_size
         model.reshape({self.manifest.input_name: ov.PartialShape([n, 3, h, w])})
-        compiled = self.core.compile_model(model, self.device, self.config)
+        try:
+            compiled = self.core.compile_model(model, self.device, self.config)
+        except Exception as exc:
+            raise PKDNError(f"openvino cannot compile {self.manifest.path()} for {self.device} (batch {n}): "
+                            f"{ov_reason(exc)}") from None
         self._compiled[n] = compiled
         self._requests[n] = compiled.create_infer_request()
         return self._requests[n]

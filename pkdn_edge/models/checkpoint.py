@@ -8,6 +8,7 @@ Writes are atomic (temp file, fsync, ``os.replace``; :mod:`pkdn_edge.atomic`); l
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -32,6 +33,22 @@ def save_atomic(obj: dict, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getbuffer())
 
 
+def _load_failure(exc: Exception) -> str:
+    """torch.load's failure in one short clause: its multi-line messages (and the hint to retry with
+    ``weights_only=False``, which would run code from the file) become one line."""
+    text = str(exc)
+    if "weights only load failed" in text.lower():
+        glob = re.search(r"unsupported GLOBAL ([\w.]+)", text)
+        what = f" ({glob.group(1)})" if glob else ""
+        return (f"it holds Python objects{what} a weights file does not have; pkdn-edge loads checkpoints "
+                f"without running code from them")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = re.split(r"(?<=[.:])\s", first, maxsplit=1)[0].rstrip(".:")  # its first sentence
+    if isinstance(exc, OSError) and exc.strerror:
+        first = exc.strerror
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint dict safely (``weights_only=True``); clear error when it is unusable."""
     path = Path(path)
@@ -40,7 +57,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code, not a torch file, ...
-        raise PKDNError(f"checkpoint {path} is corrupt or not a pkdn-edge checkpoint ({type(exc).__name__}: {exc})") from None
+        raise PKDNError(f"checkpoint {path} is corrupt or not a pkdn-edge checkpoint ({_load_failure(exc)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise PKDNError(f"checkpoint {path} has no 'model'/'config' entries: not a pkdn-edge checkpoint")
     return ckpt
