@@ -169,7 +169,7 @@ def test_camera_protocol_set_is_stable_and_harder_than_the_paper_protocol():
     ref = np.mean([psnr(bicubic_up(x, 4), h) for x, h in zip(clean, hr)])
     assert cam < ref - 0.5
     with pytest.raises(PKDNError, match="unknown protocol"):
-        protocol_lr(hr, 4, "jpeg")
+        protocol_lr(hr, 4, "jpeg2000")  # ("jpeg" is a family protocol now)
 
 
 
@@ -187,3 +187,166 @@ def test_clean_teacher_lr_leaves_the_degraded_batch_unchanged():
     want = to_tensor(np.stack([bicubic_down(np.ascontiguousarray(x), 4) for x in hr_b]))
     assert bool((both["lr_clean"] == want).all())
     assert not bool((both["lr_clean"] == both["lr"]).all())
+
+
+# ---------------------------------------------------------------------- the wider camera model (issue 29)
+NEW_STAGES = [
+    dict(p_denoise=1.0, denoisers=("bilateral",), p_noise=1.0),  # noise reduction: bilateral
+    dict(p_denoise=1.0, denoisers=("guided",), p_noise=1.0),     # noise reduction: self-guided filter
+    dict(p_tone=1.0),                                            # gamma / S-curve
+    dict(p_sharpen=1.0),                                         # unsharp mask
+    dict(p_chroma=1.0, chroma_sampling=("420",)),                # 4:2:0
+    dict(p_chroma=1.0, chroma_sampling=("422",)),                # 4:2:2
+    dict(p_mjpeg=1.0, mjpeg_sampling=("422",)),                  # MJPEG
+    dict(resamplers=("bicubic_point",)),                         # no low-pass
+    dict(resamplers=("nearest",)),                               # point sampling / line skipping
+    dict(p_shuffle=1.0, p_blur=1.0, p_noise=1.0, p_sharpen=1.0),  # BSRGAN-style random order
+]
+
+
+@pytest.mark.parametrize("stage", NEW_STAGES)
+def test_every_new_stage_changes_the_lr_and_is_deterministic_under_a_seed(stage):
+    hr = _faces(1, 128)[0]
+    # the same chain without the stage (with the same sensor noise where the stage is a denoiser)
+    ref = CameraDegradation(**{**OFF, "resamplers": ("area",), **({"p_noise": 1.0} if "p_denoise" in stage else {})})
+    deg = CameraDegradation(**{**OFF, "resamplers": ("area",), **stage})
+    a, b = _draw(deg, hr, seed=5), _draw(deg, hr, seed=5)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b), stage
+    if stage.get("p_shuffle"):  # another seed, another order
+        assert not np.array_equal(a, _draw(deg, hr, seed=6))
+    else:
+        assert np.abs(a.astype(int) - _draw(ref, hr, seed=5).astype(int)).mean() > 0.2, stage
+
+
+def test_stages_that_are_off_draw_nothing_and_stay_out_of_the_settings():
+    on = CameraDegradation(p_sharpen=0.5, p_shuffle=0.1)
+    assert "p_denoise" not in CameraDegradation().to_dict() and "denoisers" not in CameraDegradation().to_dict()
+    assert {"p_sharpen", "sharpen_amount", "sharpen_radius", "p_shuffle"} <= set(on.to_dict())
+    assert CameraDegradation.from_dict(on.to_dict()) == on
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    hr = _faces(1, 64)[0]
+    v1, explicit_off = CameraDegradation(), CameraDegradation(p_denoise=0.0, p_tone=0.0, p_mjpeg=0.0, p_shuffle=0.0,
+                                                              sharpen_amount=(2.0, 3.0))
+    for _ in range(10):
+        assert np.array_equal(v1(hr, 4, rng_a), explicit_off(hr, 4, rng_b))
+    assert rng_a.random() == rng_b.random()
+
+
+def test_point_sampling_is_line_skipping_at_a_random_phase():
+    from pkdn_edge.train.camera import point_sample
+
+    x = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    assert np.array_equal(point_sample(x, (8, 8), np.array([0.3, 0.6])), x[2::4, 1::4])
+    assert point_sample(x, (10, 7), np.array([0.99, 0.0])).shape == (7, 10, 3)
+
+
+def test_chroma_subsampling_keeps_luma_and_averages_colour():
+    from pkdn_edge.train.camera import chroma_subsample
+
+    x = np.random.default_rng(1).random((16, 17, 3)).astype(np.float32) * 255
+    y = np.array([0.299, 0.587, 0.114], np.float32)
+    for mode in ("420", "422"):
+        out = chroma_subsample(x, mode)
+        assert out.shape == x.shape and np.abs(out @ y - x @ y).max() < 1e-2
+        assert np.abs(out - x).mean() > 5  # colour detail is gone
+    assert np.array_equal(chroma_subsample(x, "444"), x)
+
+
+def test_denoisers_smooth_flat_noise_and_keep_a_step_edge():
+    from pkdn_edge.train.camera import guided_filter
+
+    rng = np.random.default_rng(2)
+    step = np.zeros((24, 24, 3), np.float32)
+    step[:, 12:] = 200
+    noisy = step + rng.normal(0, 4, step.shape).astype(np.float32)
+    deg = CameraDegradation(**{**OFF, "p_denoise": 1.0, "denoise_strength": (20.0, 20.0), "denoise_radius": (1.5, 1.5)})
+    for kind in ("bilateral", "guided"):
+        d = CameraDegradation(**{**deg.to_dict(), "denoisers": (kind,)})
+        out = d.denoise(noisy, 1.0, np.random.default_rng(0))
+        assert out[:, 2:9].std() < 0.6 * noisy[:, 2:9].std(), kind      # flat area smoothed
+        assert out[:, 13].mean() - out[:, 10].mean() > 180, kind        # the edge stays
+    assert guided_filter(step, 2, 1.0).max() <= 200.5
+
+
+def test_sharpening_overshoots_at_edges():
+    step = np.zeros((16, 16, 3), np.float32)
+    step[:, 8:] = 150
+    d = CameraDegradation(**{**OFF, "p_sharpen": 1.0, "sharpen_amount": (1.0, 1.0), "sharpen_radius": (1.0, 1.0)})
+    out = d.sharpen(step, 1.0, np.random.default_rng(0))
+    assert out.max() > 165 and out.min() < -15  # halos on both sides of the edge
+
+
+def test_new_settings_are_validated():
+    with pytest.raises(PKDNError, match="resamplers"):
+        CameraDegradation(resamplers=("nearest", "lanczos"))
+    with pytest.raises(PKDNError, match="denoisers"):
+        CameraDegradation(denoisers=("median",))
+    with pytest.raises(PKDNError, match="mjpeg_sampling"):
+        CameraDegradation(mjpeg_sampling="422")
+    with pytest.raises(PKDNError, match="mjpeg_quality"):
+        CameraDegradation(mjpeg_quality=(50, 120))
+    with pytest.raises(PKDNError, match="probability"):
+        CameraDegradation(p_shuffle=float("nan"))
+    with pytest.raises(PKDNError, match="range"):
+        CameraDegradation(gamma=(0.0, 1.0))
+    with pytest.raises(PKDNError, match="unknown camera preset"):
+        CameraDegradation.from_dict({"preset": "wider"})
+
+
+def test_the_wide_preset_runs_every_stage_and_is_seeded():
+    from pkdn_edge.train.camera import WIDE
+
+    deg = CameraDegradation.from_dict({"preset": "wide", "p_clean": 0.0})
+    assert deg.p_shuffle > 0 and deg.p_mjpeg > 0 and "nearest" in deg.resamplers and deg.blur_sigma[0] == 0.0
+    assert deg == CameraDegradation(**{**WIDE, "p_clean": 0.0})
+    hr = _faces(6, 64)
+    for s in (4, 8):
+        a = [deg(x, s, np.random.default_rng([9, i])) for i, x in enumerate(hr)]
+        b = [deg(x, s, np.random.default_rng([9, i])) for i, x in enumerate(hr)]
+        assert all(np.array_equal(p, q) and p.shape == (64 // s, 64 // s, 3) for p, q in zip(a, b))
+
+
+# ---------------------------------------------------------------------- frozen per-family protocols
+# sha256 of each family's settings, version and seed: changing one without bumping
+# FAMILY_PROTOCOL_VERSION (and so silently changing published robustness numbers) fails here.
+FROZEN_FAMILIES_V1 = {
+    "clean": "ecc359e7a46f7a750831f0d1bd154c6365079730d17d29aa60455928c3049396",
+    "blur": "2124d974dc7092c4b64f83226b5a566d83c2d6a2dffc96de1ebb189beb6083da",
+    "aliasing": "af737650836be007f18f73e135dc3007a4f430e680de451d75246b4d66b8a87e",
+    "noise": "64c42749029085af84bda6209546bc8e62da92857180f5cd865c04beb2438640",
+    "isp": "6059cc188cefce1f6efd1118be362a0d044e43d1eb8071ea1083a58e835155a1",
+    "jpeg": "d182b96b8c360a0f3db2e6f1c92692a0e0c4133fb16de05c46d1a81591fd0ac8",
+    "video": "c2d93fb14e8ed66faa70a1af79a7f731308401ee6f159a543ad8e210ba65a02c",
+    "mixed": "6155aa4884d05b801566df678432525e0ebabefabd425726b245b720288c54f0",
+}
+
+
+def test_family_protocols_are_frozen_for_their_version():
+    from pkdn_edge.train.camera import FAMILIES, FAMILY_PROTOCOL_VERSION, family_protocol_key
+
+    assert FAMILY_PROTOCOL_VERSION == 1 and FAMILIES == tuple(FROZEN_FAMILIES_V1)
+    got = {f: hashlib.sha256(json.dumps(family_protocol_key(f), sort_keys=True).encode()).hexdigest() for f in FAMILIES}
+    assert got == FROZEN_FAMILIES_V1
+
+
+def test_family_protocols_are_stable_and_isolate_their_family():
+    from pkdn_edge.train.camera import FAMILIES, family_protocol
+
+    hr = _faces(6, 64, seed=4)
+    for f in FAMILIES:
+        a = protocol_lr(hr, 4, f)
+        assert a.shape == (6, 16, 16, 3) and np.array_equal(a, protocol_lr(hr, 4, f)), f
+        assert np.array_equal(protocol_lr(hr[:3], 4, f), a[:3]), f  # face i depends on the face and i only
+        assert family_protocol(f).p_clean == 0.0
+    clean = protocol_lr(hr, 4, "clean")
+    area = np.stack([np.clip(cv2_area(x, 4) + 0.5, 0, 255).astype(np.uint8) for x in hr])
+    assert np.array_equal(clean, area)  # clean = area binning, nothing else
+    for f in FAMILIES[1:]:
+        assert np.abs(protocol_lr(hr, 4, f).astype(int) - clean.astype(int)).mean() > 0.5, f
+
+
+def cv2_area(x, s):
+    import cv2
+
+    return cv2.resize(x.astype(np.float32), (x.shape[1] // s, x.shape[0] // s), interpolation=cv2.INTER_AREA)

@@ -228,6 +228,33 @@ def test_eval_flip_tta_adds_a_mirror_ensembled_row(tmp_path, faces):
         super_resolve(model, hr, 4, priors=np.zeros((4, 11, 32, 32), np.uint8), tta="flip")
 
 
+def test_eval_runs_the_robustness_matrix_of_family_protocols(tmp_path, faces, capsys):
+    """``pkdn-train eval --protocol matrix``: the eight frozen family protocols, each with its own
+    bicubic row, and a matrix of gains (model × protocol) at the end of eval.md."""
+    import json
+
+    from pkdn_edge.train.camera import FAMILIES
+    from pkdn_edge.train.cli import main
+
+    Trainer(_cfg(tmp_path, "run", steps=2)).run(progress=False)
+    out = tmp_path / "ev"
+    args = ["eval", "--weights", str(tmp_path / "run" / "best.pt"), "--faces", str(faces), "--out", str(out),
+            "--threads", "1", "--protocol", "clean", "matrix", "--grid", "2"]
+    assert main(args) == 0
+    assert "precision: torch fp32, openvino f32 (fp32 requested)" in capsys.readouterr().out
+    report = json.loads((out / "eval.json").read_text())
+    assert report["protocols"] == list(FAMILIES) and report["family_protocol_version"] == 1
+    assert [(r["protocol"], r["model"]) for r in report["rows"]] == [
+        (p, m) for p in FAMILIES for m in ("bicubic", "student (run)")]
+    md = (out / "eval.md").read_text()
+    assert "| scale | model | " + " | ".join(FAMILIES) + " |" in md
+    gains = [f"{r['gain_db']:+.2f}" for r in report["rows"] if r["model"] != "bicubic"]
+    assert "| ×4 | student (run) | " + " | ".join(gains) + " |" in md
+    assert (out / "grid_x4_mixed.png").exists()
+    with pytest.raises(SystemExit):
+        main(args[:-3] + ["--protocol", "webcam"])
+
+
 def test_config_values_take_the_types_of_the_settings():
     """YAML 1.1 reads ``2e-4`` as a string: the config gives it the setting's type, or says why not."""
     cfg = load_config(overrides=["lr=2e-4", "steps=1e3", "min_sharpness=12"])

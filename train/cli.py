@@ -45,8 +45,12 @@ def _eval(args: argparse.Namespace) -> int:
     if args.set and not args.val_of:
         raise PKDNError("--set overrides a training config: use it with --val-of CONFIG")
 
+    from .camera import FAMILIES
+
+    protocols = [q for p in args.protocol for q in (FAMILIES if p == "matrix" else (p,))]
     run_eval(args.weights, args.faces, args.out, scale=args.scale, grid_faces=args.grid, threads=args.threads,
-             val_of=args.val_of, overrides=args.set, tta=args.tta, protocols=tuple(args.protocol))
+             val_of=args.val_of, overrides=args.set, tta=args.tta, protocols=tuple(dict.fromkeys(protocols)),
+             precision=args.precision)
     return 0
 
 
@@ -70,9 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scale", type=int, default=None, help="check that every checkpoint has this scale")
     e.add_argument("--grid", type=int, default=6, help="faces shown in the grid image")
     e.add_argument("--threads", type=int, default=2)
-    e.add_argument("--protocol", nargs="+", choices=("bicubic", "camera"), default=["bicubic", "camera"],
-                   help="LR protocols: bicubic (paper: PIL bicubic ↓s) and/or camera (the frozen camera "
-                        "degradation set, train/camera.py); each gets its own bicubic baseline row")
+    e.add_argument("--protocol", nargs="+", default=["bicubic", "camera"],
+                   choices=("bicubic", "camera", "clean", "blur", "aliasing", "noise", "isp", "jpeg", "video", "mixed", "matrix"),
+                   help="LR protocols: bicubic (paper: PIL bicubic ↓s), camera (the frozen camera degradation set v1, "
+                        "train/camera.py), the frozen per-family sets clean, blur, aliasing, noise, isp, jpeg, video, "
+                        "mixed, or matrix (all eight families); each gets its own bicubic baseline row")
+    e.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default; OpenVINO INFERENCE_PRECISION_HINT f32), or bf16/auto: bf16 only where the CPU "
+                        "has it natively (AVX512-BF16/AMX; OpenVINO: BF16 in its CPU capabilities), else fp32")
     e.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="flip: add a row per student with mirror self-ensembling (twice the compute)")
     return p

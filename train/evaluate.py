@@ -1,10 +1,16 @@
 """``pkdn-train eval``: PSNR/SSIM of checkpoints against bicubic on aligned HR faces + grid images.
 
-Two LR protocols, each with its own bicubic baseline (PIL bicubic ↑s of the *same* LR):
+LR protocols, each with its own bicubic baseline (PIL bicubic ↑s of the *same* LR):
 
 * ``bicubic`` — the paper's (``../shared/design/PKDN.md`` §4): LR = PIL bicubic ↓s (antialiased).
 * ``camera`` — the frozen camera protocol (:func:`pkdn_edge.train.camera.camera_protocol_lr`,
   version ``CAMERA_PROTOCOL_VERSION``): each face degraded once by the camera model with its own seed.
+* the frozen per-family protocols of the robustness matrix (``clean``, ``blur``, ``aliasing``,
+  ``noise``, ``isp``, ``jpeg``, ``video``, ``mixed``: :func:`pkdn_edge.train.camera.family_protocol_lr`);
+  with more than two protocols eval.md ends with a model × protocol table of gains.
+
+Precision: fp32 (OpenVINO ``INFERENCE_PRECISION_HINT`` f32) unless bf16 is requested and native
+(:func:`eval_precision`).
 
 Metrics on the Y channel; both the CTCNet (no crop) and DIC (8-px crop) columns.
 Teachers are evaluated with landmark priors computed from the HR face (their upper reference).
@@ -24,7 +30,7 @@ from pkdn_edge.metrics import evaluate_pair
 from pkdn_edge.models.checkpoint import load_model
 
 from .data import FaceData, to_tensor, to_uint8
-from .camera import CAMERA_PROTOCOL_VERSION, PROTOCOLS, protocol_lr
+from .camera import CAMERA_PROTOCOL_VERSION, FAMILY_PROTOCOL_VERSION, PROTOCOLS, protocol_lr
 from .degradations import bicubic_down, bicubic_up
 
 METRIC_KEYS = ("psnr_ctcnet", "ssim_ctcnet", "psnr_dic", "ssim_dic")
@@ -90,6 +96,21 @@ def super_resolve(
     return np.concatenate(outs)
 
 
+def matrix_table(rows: list[dict], protocols: tuple[str, ...]) -> list[str]:
+    """Markdown rows: one line per (scale, model), one column per protocol, cells = gain over bicubic
+    (the robustness matrix); the bicubic line gives the baseline PSNR instead."""
+    lines = ["| scale | model | " + " | ".join(protocols) + " |", "|---|---|" + "---|" * len(protocols)]
+    keys = list(dict.fromkeys((r["scale"], r["model"]) for r in rows))
+    cell = {(r["scale"], r["model"], r["protocol"]): r for r in rows}
+    for s, m in keys:
+        vals = []
+        for p in protocols:
+            r = cell.get((s, m, p))
+            vals.append("–" if r is None else f"{r['psnr_ctcnet']:.2f} dB" if m == "bicubic" else f"{r['gain_db']:+.2f}")
+        lines.append(f"| ×{s} | {m} | " + " | ".join(vals) + " |")
+    return lines
+
+
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     bar = np.full((18, img.shape[1], 3), 255, np.uint8)
     width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
@@ -147,7 +168,8 @@ def run_eval(
 ) -> dict:
     """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}[_{protocol}].png`` under ``out``.
 
-    ``protocols``: the LR protocols to run (``bicubic``, ``camera``; both by default), each with
+    ``protocols``: the LR protocols to run (``bicubic``, ``camera`` by default; or any of
+    :data:`~pkdn_edge.train.camera.PROTOCOLS`), each with
     its own bicubic row. ``val_of`` (a training config, with ``overrides``) evaluates on that
     config's held-out validation faces instead of the ``faces`` folder: the set to compare and
     select models on. ``tta="flip"`` adds a row per model with mirror self-ensembling.
@@ -211,13 +233,15 @@ def run_eval(
                 raise PKDNError(f"could not write {grid_path}")
 
     report = {"faces": str(faces), "num_faces": len(hr), "protocols": list(protocols), "precision": prec,
-              "camera_protocol_version": CAMERA_PROTOCOL_VERSION,
+              "camera_protocol_version": CAMERA_PROTOCOL_VERSION, "family_protocol_version": FAMILY_PROTOCOL_VERSION,
               "metrics": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"Evaluated on {len(hr)} faces from `{faces}` (Y channel). Protocols: `bicubic` = LR by PIL bicubic ↓s "
-        f"(paper); `camera` = the frozen camera protocol v{CAMERA_PROTOCOL_VERSION} (train/camera.py). "
-        "Gains are over PIL bicubic ↑s of the same LR.",
+        f"(paper); `camera` = the frozen camera protocol v{CAMERA_PROTOCOL_VERSION} (train/camera.py)"
+        + (f"; the others the frozen per-family protocols v{FAMILY_PROTOCOL_VERSION} (docs/camera.md)"
+           if set(protocols) - {"bicubic", "camera"} else "")
+        + f". Gains are over PIL bicubic ↑s of the same LR. Precision: torch {prec['torch']}, OpenVINO {prec['openvino']}.",
         "",
         "| scale | protocol | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) | gain vs bicubic |",
         "|---|---|---|---|---|---|---|---|",
@@ -227,6 +251,8 @@ def run_eval(
             f"| ×{r['scale']} | {r['protocol']} | {r['model']} | {r['psnr_ctcnet']:.2f} | {r['ssim_ctcnet']:.4f} | "
             f"{r['psnr_dic']:.2f} | {r['ssim_dic']:.4f} | {r['gain_db']:+.2f} dB |"
         )
+    if len(protocols) > 2:
+        lines += ["", "Gain over bicubic of the same LR (PSNR CTCNet, dB), per protocol:", ""] + matrix_table(rows, protocols)
     (out_dir / "eval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out_dir / 'eval.md'}, {out_dir / 'eval.json'} and grid images in {out_dir}")
