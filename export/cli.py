@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, choices=(2, 4, 8), default=None,
                    help="x4 (32->128) or x8 (16->128); default: the checkpoint's scale, 4 for the shipped one")
     p.add_argument("--out", type=Path, default=None, help="artifact folder (default exports/<target>_<precision>_x<scale>)")
+    p.add_argument("--window", type=int, default=None, metavar="N",
+                   help="side of the LR input window (default 1.25x the training crop: 40 at x4, 20 at x8, what the "
+                        "webcam loop feeds; 32/16 = the bare training crop)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1; engines pad/split)")
     g.add_argument("--dynamic", action="store_true", help="dynamic batch axis")
@@ -100,7 +103,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
                          settings=settings, auto_ignore=auto, max_drop=args.max_drop,
                          accuracy_control=args.accuracy_control)
     return ExportRequest(target=args.target, precision=args.precision, weights=args.weights, scale=args.scale,
-                         out=args.out, batch=None if args.dynamic else args.batch, calib=calib, threads=args.threads,
+                         window=args.window, out=args.out, batch=None if args.dynamic else args.batch, calib=calib, threads=args.threads,
                          verify=not args.no_verify, verify_faces=args.verify_faces,
                          verify_synthetic=args.verify_synthetic, opset=args.opset, builder=args.builder,
                          exported_program=args.exported_program, log=lambda s: print(s, file=sys.stderr))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 from torch import nn
 
@@ -74,8 +75,19 @@ class ExportContext:
 
             c = self.calib
             fs = calibration_faces(c.folder, c.size, c.select_size, synthetic=c.synthetic)
-            self._faces = (to_lr(fs.calib, self.scale), fs.select, fs.source)
+            calib, select = _pad_hr(fs.calib, self.lr_size, self.scale), _pad_hr(fs.select, self.lr_size, self.scale)
+            self._faces = (to_lr(calib, self.scale), select, fs.source)
         return self._faces
+
+
+def _pad_hr(hr: np.ndarray, lr_size: tuple[int, int], scale: int) -> np.ndarray:
+    """(N,128,128,3) HR faces mirrored out to the input window x scale (a window larger than the
+    training crop: the face in the middle, as the loop cuts it)."""
+    ph, pw = lr_size[0] * scale - hr.shape[1], lr_size[1] * scale - hr.shape[2]
+    if ph <= 0 and pw <= 0:
+        return hr
+    t, l = ph // 2, pw // 2
+    return np.stack([cv2.copyMakeBorder(f, t, ph - t, l, pw - l, cv2.BORDER_REFLECT_101) for f in hr])
 
 
 @dataclass

@@ -379,6 +379,18 @@ def _check_request(req: ExportRequest) -> tuple[ExportFormat, str]:
     return fmt, precision
 
 
+def _window(window: int | None, scale: int) -> int:
+    """The LR input side: ``window`` or the serving default; refused unless >= 128/s, <= 4x that and a
+    multiple of 4 (the encoder halves the grid twice)."""
+    from pkdn_edge.pretrained import serve_window
+
+    m = 128 // scale
+    n = serve_window(scale) if window is None else int(window)
+    if n < m or n > 4 * m or n % 4:
+        raise PKDNError(f"--window must be a multiple of 4 in [{m}, {4 * m}] at x{scale}, got {n}")
+    return n
+
+
 def _run(req: ExportRequest) -> ExportReport:
     t0 = time.perf_counter()
     fmt, precision = _check_request(req)
@@ -389,7 +401,7 @@ def _run(req: ExportRequest) -> ExportReport:
     parent = _prepare_out(out)
     remove_stale_workdirs(out, req.log)
     torch.set_num_threads(max(1, req.threads))
-    n = 128 // scale
+    n = _window(req.window, scale)
     tmp = scratch = heartbeat = None
     try:  # from the first folder on: an interrupt at any point removes what was made
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))

@@ -192,7 +192,9 @@ class FacePipeline:
         self.canvas_wh: tuple[int, int] | None = None  # canvas size of the last frame
         self.lr_sizes = {s: _engine_lr(e) for s, e in engines.items()}
         # template IOD of each engine's LR grid (frame px of a face that maps 1:1 onto it)
-        self._tpl = {s: template(n) for s, n in self.lr_sizes.items()}
+        # the template at the scale the model was trained on (128 / s px crops), centred in the engine's input
+        # window (larger windows give the model the whole face and its surroundings at the same face scale)
+        self._tpl = {s: template(128 // s) + (n - 128 // s) / 2.0 for s, n in self.lr_sizes.items()}
         self.lr_iod = {s: float(np.hypot(*(t[1] - t[0]))) for s, t in self._tpl.items()}
         self.detector = detector
         self.max_faces = int(max_faces)

@@ -26,6 +26,14 @@ VARIANTS = {"camera": "pkdn_edge_x{scale}", "paper": "pkdn_edge_x{scale}_paper"}
 DEFAULT_VARIANT = "camera"
 
 
+def serve_window(scale: int) -> int:
+    """Side of the LR window the models are exported and served with: 1.25x the 128/s training crop
+    (x4: 40, x8: 20). A face at the training scale sits in the middle with its whole head and some
+    surroundings around it; the 32x32 x4 window cut the face box's edges, and the loop kept about half
+    of the model's gain there (docs/webcam.md)."""
+    return (128 // int(scale)) * 5 // 4
+
+
 def _stem(scale: int, variant: str) -> str:
     if scale not in SCALES:
         raise PKDNError(f"no shipped student for ×{scale}; shipped scales: {SCALES}")

@@ -60,12 +60,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +70,9 @@ import cv2
 
 from pkdn_edge.display import VIEWS, Composer, Window, display_available
 from pkdn_edge.engines.select import BACKENDS, MODEL_SELECTION, build_engine
-from pkdn_edge.errors import PKDNError, describe_os_error, run_cli
+from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.outputs import (Outputs, check_artifact_scale, check_model, check_not_inputs,
+                               check_png_folder, default_output, inputs_of, is_video, writer_error)
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
 from pkdn_edge.pipeline import SR_IOD, FacePipeline, FrameResult
 from pkdn_edge.sources import CameraNotFoundError, FrameSource, open_source
@@ -126,14 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "opened is an error)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="SR runtime; auto = the best installed one for the model found (see 'model selection' "
-                        "below); bicubic = plain bicubic baseline (no model)")
+                        "below); bicubic = the whole frame upscaled bicubically, no face path (what you see without "
+                        "pkdn-edge: the baseline); bicubic-face = the face path with bicubic in place of the model "
+                        "(a diagnostic)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                    help="model precision (default: the first model found; the shipped one is fp32)")
-    p.add_argument("--scale", default="4", choices=("4", "8", "auto"),
-                   help="x4 (32x32 faces) or x8 (16x16); auto = both engines, x4 canvas, per-face choice by size")
+    p.add_argument("--scale", default="auto", choices=("4", "8", "auto"),
+                   help="auto = the x4 and x8 models, x4 canvas, each face to the model whose input template fits "
+                        "its size (eyes < 7.6 px: x8), faces larger than 2.4x the x4 template (eyes > 25.8 px) keep "
+                        "the plain upscale (docs/webcam.md); 4 or 8 = that model only")
     p.add_argument("--artifact", default=None,
                    help="an exported model folder (pkdn-export output) instead of the model selection below; "
-                        "with --scale auto give two comma-separated folders X4,X8")
+                        "with --scale auto give two comma-separated folders X4,X8, or one folder to run that model "
+                        "alone")
     p.add_argument("--downscale", type=float, default=None, help="shrink input frames by F (simulate a low-res camera)")
     p.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine, detector and OpenCV")
@@ -167,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smooth", action="store_true", help="disable landmark smoothing (to compare flicker)")
     p.add_argument("--max-faces", type=int, default=8, help="super-resolve at most N faces per frame (largest first)")
     p.add_argument("--max-face-iod", type=float, default=None, metavar="PX",
-                   help="faces whose eyes are more than PX input pixels apart keep the bicubic frame: they already have "
-                        "the detail of the model's 128x128 output (default 43 = its eye distance; 0 = super-resolve all)")
+                   help="faces whose eyes are more than PX input pixels apart keep the plain upscale (default: 2.4x "
+                        "the largest model template's eye distance, 25.8 px with x4, where the model's gain ends; "
+                        "0 = super-resolve all)")
+    p.add_argument("--align", choices=("native", "template"), default="native",
+                   help="native = cut each face out of the frame at its own resolution (integer pixels, no "
+                        "resampling); template = warp it onto the model's template (the old path, a diagnostic)")
     p.add_argument("--feather", type=float, default=None,
                    help="soft edge of the paste mask in SR-face px (weight 1 about 2F+1 px in; default 5%% of the face)")
     p.add_argument("--tta", choices=("none", "flip"), default="none",
@@ -194,17 +202,27 @@ def _open_input(args) -> FrameSource:
 
 def _engines(args, log) -> tuple[Any, str]:
     scales = (4, 8) if args.scale == "auto" else (int(args.scale),)
+    if args.scale == "auto" and args.artifact and "," not in args.artifact:
+        scales = (4,)  # one artifact: that model alone, whatever its scale (build_engine reads it from the folder)
     arts = (args.artifact.split(",") if args.artifact else [None] * len(scales))
     if len(arts) != len(scales):
         raise PKDNError("--scale auto with --artifact needs two folders: X4_DIR,X8_DIR")
     engines = {}
     for s, a in zip(scales, arts):
-        e = build_engine(args.backend, s, args.precision, a, args.threads, log=log, tta=args.tta)
+        if args.scale == "auto" and s == 8 and not a:
+            try:  # auto without an x8 model: the x4 model alone (faces it does not fit keep the plain upscale)
+                e = build_engine(args.backend, s, args.precision, a, args.threads, log=log, tta=args.tta)
+            except PKDNError as exc:
+                log(f"note: --scale auto runs the x4 model alone: {str(exc).split(': ', 1)[-1][:160]}")
+                scales = scales[:1]
+                continue
+        else:
+            e = build_engine(args.backend, s, args.precision, a, args.threads, log=log, tta=args.tta)
         engines[int(e.scale)] = e
         if getattr(e, "batch", None) == 1 and args.max_faces > 1:
             log(f"note: {e.name} has a fixed batch of 1, so the faces of a frame run one call each; "
                 "export it with pkdn-export --dynamic to run them in one batch")
-    if args.scale == "auto" and sorted(engines) != [4, 8]:
+    if args.scale == "auto" and len(scales) == 2 and sorted(engines) != [4, 8]:
         raise PKDNError(f"--scale auto needs a x4 and a x8 model, got {sorted(engines)}")
     first = next(iter(engines.values()))
     label = (f"pkdn-edge {'auto' if args.scale == 'auto' else f'x{first.scale}'} "
@@ -214,154 +232,6 @@ def _engines(args, log) -> tuple[Any, str]:
 
 # --------------------------------------------------------------------------------------------------
 # the loop
-
-
-@dataclass
-class Outputs:
-    """Where the run goes: window or not, the video/PNG path, the stats path; ``stale_frames``: frames
-    of an earlier run in a PNG ``--output`` folder, removed (``--overwrite``) before the first write."""
-
-    headless: bool
-    out_path: Path | None
-    stats_path: Path | None
-    stale_frames: tuple = ()
-
-
-def default_output(now: float | None = None) -> Path:
-    """The headless default output: ``out/webcam_YYYYmmdd-HHMMSS.mp4`` (``-2``, ``-3``, ... when that
-    name or its ``.json`` is taken), so a run never replaces an earlier run's video or stats."""
-    base = f"webcam_{time.strftime('%Y%m%d-%H%M%S', time.localtime(time.time() if now is None else now))}"
-    n = 1
-    while True:
-        p = Path("out") / (f"{base}.mp4" if n == 1 else f"{base}-{n}.mp4")
-        if not p.exists() and not p.with_suffix(".json").exists():
-            return p
-        n += 1
-
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the shipped models: never an output
-FRAME_NAME = re.compile(r"^\d{6}\.png$")  # the PNG writer's frame names
-MAX_LISTED = 20000  # files of one input folder looked at when protecting it
-
-
-class _Inputs:
-    """Files and folders the run reads (the source, the artifacts, the model, the shipped weights),
-    resolved and by (device, inode), so that no output replaces one of them (symlinks and hard links
-    included)."""
-
-    def __init__(self) -> None:
-        self.files: dict[Path, str] = {}
-        self.folders: dict[Path, str] = {}
-        self.inodes: dict[tuple[int, int], str] = {}
-
-    def add(self, path: Path | str, what: str, recursive: bool = True) -> None:
-        try:
-            p = Path(path).resolve()
-            if p.is_dir():
-                self.folders.setdefault(p, what)
-                files = p.rglob("*") if recursive else p.iterdir()
-                for i, f in enumerate(files):
-                    if i >= MAX_LISTED:
-                        break
-                    if f.is_file():
-                        self._file(f.resolve(), what)
-            elif p.is_file():
-                self._file(p, what)
-        except (OSError, RuntimeError):  # unreadable or a symlink loop: nothing to protect there
-            pass
-
-    def _file(self, p: Path, what: str) -> None:
-        self.files.setdefault(p, what)
-        st = p.stat()
-        self.inodes.setdefault((st.st_dev, st.st_ino), what)
-
-    def owner(self, path: Path) -> str | None:
-        """What ``path`` is, if it is (or is the same file as) an input; else None."""
-        try:
-            p = Path(path).resolve()
-            if p in self.files:
-                return self.files[p]
-            st = p.stat() if p.exists() else None
-        except (OSError, RuntimeError):
-            return None
-        return self.inodes.get((st.st_dev, st.st_ino)) if st is not None else None
-
-    def folder_owner(self, folder: Path) -> str | None:
-        """What ``folder`` is when it is an input folder or holds an input file; else None."""
-        try:
-            p = Path(folder).resolve()
-        except (OSError, RuntimeError):
-            return None
-        if p in self.folders:
-            return self.folders[p]
-        return next((w for f, w in self.files.items() if f.parent == p), None)
-
-
-def _inputs_of(args, engines=()) -> _Inputs:
-    """What this run reads: ``--source`` (a video file or an image folder), every ``--artifact``, the
-    shipped weights and, once built, every engine's artifact (its manifest and files)."""
-    ins = _Inputs()
-    src = str(args.source or "").strip()
-    if src and not src.isdigit() and not src.lower().startswith(("demo", "csi:", "usb:", "gst:")):
-        ins.add(src, f"the --source {src}", recursive=False)
-    for a in (args.artifact or "").split(","):
-        if a.strip():
-            ins.add(a.strip(), f"the --artifact {a.strip()}")
-    ins.add(WEIGHTS_DIR, "a shipped model file")
-    for e in engines:
-        m = getattr(e, "manifest", None)
-        root = getattr(m, "root", None)
-        if root is not None:
-            ins.add(root, f"the model {root}")
-    return ins
-
-
-def _check_not_inputs(outputs: Outputs, ins: _Inputs) -> None:
-    """Refuse (one ``error:`` line) an ``--output`` or ``--stats-json`` that would replace a file the
-    run reads, a PNG ``--output`` folder that is an input folder, and ``--stats-json`` = ``--output``."""
-    out, stats = outputs.out_path, outputs.stats_path
-    for path, flag in ((out, "--output"), (stats, "--stats-json")):
-        if path is None or (flag == "--output" and not _is_video(path)):
-            continue
-        what = ins.owner(path)
-        if what is not None:
-            raise PKDNError(f"{flag} {path} is {what}, which this run reads: writing it would destroy it; "
-                            f"choose another {flag} path")
-    if out is not None and not _is_video(out):
-        what = ins.folder_owner(out)
-        if what is not None:
-            raise PKDNError(f"--output {out} is a folder holding {what}, which this run reads: PNG frames written "
-                            f"there would replace or mix with it; choose another --output folder")
-    if out is not None and stats is not None and _is_video(out):
-        try:
-            same = out.resolve() == stats.resolve() or (out.exists() and stats.exists() and os.path.samefile(out, stats))
-        except (OSError, RuntimeError):
-            same = False
-        if same:
-            raise PKDNError(f"--stats-json {stats} is the --output video: choose another --stats-json path")
-
-
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _check_png_folder(out: Path, overwrite: bool) -> tuple:
-    """A PNG ``--output`` folder that already holds files: refused unless ``--overwrite``, which
-    replaces the earlier frames (``000000.png`` ...: returned, removed before the first write) and
-    leaves every other file alone."""
-    if not out.is_dir():
-        return ()
-    try:
-        held = sorted(p for p in out.iterdir())
-    except OSError as exc:
-        raise PKDNError(f"cannot read --output folder {out}: {exc.strerror or exc}") from None
-    if not held:
-        return ()
-    if not overwrite:
-        raise PKDNError(f"--output {out} already holds {len(held)} file(s) this run did not write (e.g. "
-                        f"{held[0].name}); PNG frames would replace or mix with them: choose a new or empty folder, "
-                        f"or pass --overwrite to replace its frames (000000.png, ...)")
-    return tuple(p for p in held if FRAME_NAME.match(p.name) and p.is_file())
 
 
 def _plan_outputs(args, log) -> Outputs:
@@ -376,9 +246,9 @@ def _plan_outputs(args, log) -> Outputs:
     stats_path = Path(args.stats_json) if args.stats_json else \
         (out_path.with_suffix(".json") if out_path and not args.output else None)
     stale: tuple = ()
-    _check_not_inputs(Outputs(headless, out_path, stats_path), _inputs_of(args))
-    if out_path is not None and not _is_video(out_path):
-        stale = _check_png_folder(out_path, getattr(args, "overwrite", False))
+    check_not_inputs(Outputs(headless, out_path, stats_path), inputs_of(args))
+    if out_path is not None and not is_video(out_path):
+        stale = check_png_folder(out_path, getattr(args, "overwrite", False))
     if stats_path is not None:
         check_writable(stats_path, "--stats-json")
     if out_path is not None:
@@ -395,11 +265,13 @@ class WebcamLoop:
     def __init__(self, args, outputs: Outputs, log) -> None:
         self.args, self.out, self.log = args, outputs, log
         engine, self.label = _engines(args, log)
-        detector = _small_faces(build_detector(args.threads), args.min_face_iod)
+        plain = args.backend == "bicubic"  # the baseline: the frame upscaled, no detector, no face path
+        detector = None if plain else _small_faces(build_detector(args.threads), args.min_face_iod)
         self.source: FrameSource = _open_input(args)
         self.pipe = FacePipeline(engine, detector, detect_every=args.detect_every, scale=None,
                                  smoothing=not args.no_smooth, feather=args.feather, max_faces=args.max_faces,
-                                 max_face_iod=args.max_face_iod, canvas=args.canvas_limit)
+                                 max_face_iod=args.max_face_iod, canvas=args.canvas_limit, align=args.align,
+                                 plain=plain)
         t = time.perf_counter()
         self.pipe.warmup()
         self.warmup_ms = (time.perf_counter() - t) * 1e3
@@ -469,7 +341,7 @@ class WebcamLoop:
                 self.writer = FrameWriter(self.out.out_path, self.source.fps, encoder=self.args.encoder)
             self.writer.write(shown)
         except (PKDNError, OSError) as exc:  # disk full, ...: the run ends, the summary is still printed
-            self.writer_error = _writer_error(self.out.out_path, exc)
+            self.writer_error = writer_error(self.out.out_path, exc)
             raise self.writer_error from None
 
     def _remove_stale_frames(self) -> None:
@@ -493,10 +365,9 @@ class WebcamLoop:
             return
         if res.skipped_large:
             self.warned_large = True
-            k = max(2, math.ceil(pipe.max_iod_seen / pipe.max_face_iod))
-            self.log(f"note: faces with eyes {pipe.max_iod_seen:.0f} px apart are larger than the model's output "
-                     f"({pipe.max_face_iod:.0f} px): they keep the bicubic frame. Simulate a low-res camera with "
-                     f"--downscale {k}, or force SR with --max-face-iod 0")
+            self.log(f"note: faces with eyes {pipe.max_iod_seen:.0f} px apart are larger than the models are for "
+                     f"(> {pipe.max_face_iod:.1f} px): they keep the plain upscale, which the models would not beat "
+                     f"(docs/webcam.md: the decision rule)")
         elif self.stats.frames >= 10 and pipe.max_face_iod == 0 and pipe.max_iod_seen > 2 * SR_IOD:
             self.warned_large = True
             self.log(f"note: faces with eyes {pipe.max_iod_seen:.0f} px apart get less detail from the model's "
@@ -564,7 +435,7 @@ class WebcamLoop:
             try:
                 self.writer.release()
             except (PKDNError, OSError) as exc:  # reported after the summary (see _report)
-                self.writer_error = self.writer_error or _writer_error(self.out.out_path, exc)
+                self.writer_error = self.writer_error or writer_error(self.out.out_path, exc)
                 if self.writer.video:  # a video that could not be finished is unplayable (no moov atom)
                     self._remove_partial_video()
             self.writer_stats = self.writer.stats
@@ -632,15 +503,6 @@ def _timed(fn) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def _writer_error(out: Path, exc: BaseException) -> PKDNError:
-    """One line for a writer failure (a PKDNError stays as it is; an OSError names the disk's problem)."""
-    if isinstance(exc, PKDNError):
-        return exc
-    if isinstance(exc, OSError):
-        return PKDNError(f"writing --output {out} failed: {describe_os_error(exc)}")
-    return PKDNError(f"writing --output {out} failed: {exc}")
-
-
 def parse_canvas(spec: str) -> tuple[int, int] | None:
     """``--canvas``: ``WxH`` -> (w, h); ``full`` -> None (the frame x the scale)."""
     s = str(spec).strip().lower()
@@ -671,32 +533,8 @@ def _check_args(args) -> None:
             raise PKDNError(f"{flag} must be a number >= 0, got {v:g}")
     if args.downscale is not None and not (math.isfinite(args.downscale) and 0 < args.downscale <= 64):
         raise PKDNError(f"--downscale must be in (0, 64], got {args.downscale:g}")
-    _check_artifact_scale(args)
+    check_artifact_scale(args)
     args.canvas_limit = parse_canvas(args.canvas)
-
-
-def _check_artifact_scale(args) -> None:
-    """``--scale 4|8`` with an ``--artifact`` of another scale is refused (it used to run silently at
-    the artifact's scale). A ``.pt`` checkpoint is checked once its engine is built (run())."""
-    if not args.artifact or args.scale == "auto":
-        return
-    from pkdn_edge.manifest import manifest_path, read_manifest
-
-    for a in args.artifact.split(","):
-        if a.strip() and manifest_path(a.strip()).is_file():
-            m = read_manifest(a.strip(), verify=False)
-            if int(m.scale) != int(args.scale):
-                raise PKDNError(f"--scale {args.scale} but --artifact {a.strip()} is a x{m.scale} model: give "
-                                f"--scale {m.scale}, or an x{args.scale} artifact")
-
-
-def _check_engines(loop: "WebcamLoop", args) -> None:
-    """After the model is built: its scale is the one asked for; no output is one of its files."""
-    scales = sorted(loop.pipe.engines)
-    if args.scale != "auto" and args.backend != "bicubic" and scales != [int(args.scale)]:
-        raise PKDNError(f"--scale {args.scale} but the model is x{scales[0]}: give --scale {scales[0]}, or an "
-                        f"x{args.scale} model")
-    _check_not_inputs(loop.out, _inputs_of(args, loop.pipe.engines.values()))
 
 
 def _report(loop: WebcamLoop, summary: dict, log) -> None:
@@ -737,7 +575,7 @@ def run(argv: list[str] | None = None) -> int:
     outputs = _plan_outputs(args, log)
     loop = WebcamLoop(args, outputs, log)
     try:
-        _check_engines(loop, args)
+        check_model(loop.pipe.engines, args, loop.out)
     except PKDNError:
         loop.source.close()
         raise

@@ -133,7 +133,7 @@ def _run_source(src: FrameSource, tmp_path, monkeypatch, capsys, *argv):
     """The loop on ``src`` (headless, bicubic engine, stats to a file): returns (summary, stderr)."""
     monkeypatch.setattr(webcam, "_open_input", lambda args: src)
     stats = tmp_path / "stats.json"
-    rc, err = _run(["--headless", "--backend", "bicubic", "--stats-json", stats, *argv], capsys)
+    rc, err = _run(["--headless", "--backend", "bicubic-face", "--stats-json", stats, *argv], capsys)
     assert rc == 0, err
     return json.loads(stats.read_text()), err
 
@@ -227,7 +227,8 @@ def test_smoothing_lowers_temporal_stability(tmp_path, capsys, detector, which):
     res = {}
     for flag in ([], ["--no-smooth"]):
         stats = tmp_path / f"s{len(flag)}.json"
-        rc, err = _run(["--source", spec, "--headless", "--backend", "bicubic", "--detect-every", 1, "--view", "output",
+        rc, err = _run(["--source", spec, "--headless", "--backend", "bicubic-face", "--align", "template",
+                        "--detect-every", 1, "--view", "output",
                         "--output", "none", "--stats-json", stats] + flag, capsys)
         assert rc == 0, err
         res[bool(flag)] = json.loads(stats.read_text())
@@ -276,7 +277,7 @@ def test_missing_camera_falls_back_to_demo_only_without_source(tmp_path, capsys,
     monkeypatch.setattr(webcam, "open_source", lambda spec, **k: open_source("demo:frames=3" if spec == "demo" else spec, **k))
     detector["demo"] = DemoSource(faces=1)
     stats = tmp_path / "s.json"
-    rc, err = _run(["--frames", 3, "--headless", "--backend", "bicubic", "--output", tmp_path / "o.avi",
+    rc, err = _run(["--frames", 3, "--headless", "--backend", "bicubic-face", "--output", tmp_path / "o.avi",
                     "--stats-json", stats], capsys)
     assert rc == 0, err
     assert "no camera at index 0" in err and "demo" in err
@@ -350,9 +351,9 @@ def test_tta_flag_reaches_the_engines(monkeypatch):
     args = webcam.build_parser().parse_args(["--backend", "onnxruntime", "--scale", "auto", "--tta", "flip"])
     engines, _ = webcam._engines(args, log=lambda *a: None)
     assert sorted(engines) == [4, 8] and all(e.tta == "flip" for e in engines.values())
-    args = webcam.build_parser().parse_args(["--backend", "onnxruntime"])
+    args = webcam.build_parser().parse_args(["--backend", "onnxruntime", "--scale", "4"])
     assert webcam._engines(args, log=lambda *a: None)[0].tta == "none"
-    args = webcam.build_parser().parse_args(["--backend", "bicubic", "--tta", "flip"])
+    args = webcam.build_parser().parse_args(["--backend", "bicubic-face", "--scale", "4", "--tta", "flip"])
     assert webcam._engines(args, log=lambda *a: None)[0].tta == "none"
 
 
@@ -420,7 +421,7 @@ def test_odd_resolution_video_with_downscale(tmp_path, capsys, detector):
     spec = "demo:faces=1,frames=3,size=161x119"
     detector.update(demo=open_source(spec), scale=1.5)
     out = tmp_path / "o.mp4"
-    rc, err = _run(["--source", spec, "--downscale", 1.5, "--headless", "--backend", "bicubic", "--output", out,
+    rc, err = _run(["--source", spec, "--downscale", 1.5, "--headless", "--backend", "bicubic-face", "--output", out,
                     "--view", "side-by-side"], capsys)
     assert rc == 0, err
     frames = _decode(out)
@@ -468,7 +469,7 @@ def test_zero_face_frames_and_image_folder(tmp_path, capsys, detector):
     (folder / "003b.png").write_bytes(b"not a png")  # unreadable: skipped and counted
     detector["demo"] = None
     out, stats = tmp_path / "out", tmp_path / "s.json"
-    rc, err = _run(["--source", folder, "--headless", "--backend", "bicubic", "--view", "output", "--no-overlay",
+    rc, err = _run(["--source", folder, "--headless", "--backend", "bicubic-face", "--view", "output", "--no-overlay",
                     "--output", out, "--stats-json", stats], capsys)
     assert rc == 0, err
     s = json.loads(stats.read_text())
@@ -535,7 +536,7 @@ def test_pipeline_uses_face_align():
     """The pipeline's LR crops and pasted canvas are exactly pkdn_edge.face.align's (one geometry)."""
     demo = DemoSource(faces=1, iod=12.0, motion=0.3, noise=0)
     f, lm = demo.render(7), demo.landmarks_at(7)[0]
-    p = FacePipeline(BicubicEngine(4), None, smoothing=False)
+    p = FacePipeline(BicubicEngine(4), None, smoothing=False, align="template")
     r = p.process(f, 0.0, detections=[Face(lm)])
     fr = r.faces[0]
     M = umeyama_similarity(fr.landmarks, template(32))
@@ -664,7 +665,7 @@ def test_module_cli_without_torch(tmp_path):
         "assert 'torch' not in sys.modules\n"
         "sys.exit(rc)\n")
     stats = tmp_path / "s.json"
-    r = subprocess.run([sys.executable, "-c", blocker, "--source", "demo:frames=12,faces=2", "--backend", "bicubic",
+    r = subprocess.run([sys.executable, "-c", blocker, "--source", "demo:frames=12,faces=2", "--backend", "bicubic-face",
                         "--headless", "--output", str(tmp_path / "demo.mp4"), "--stats-json", str(stats)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -713,7 +714,7 @@ def test_camera_unplugged_mid_stream_reconnects_then_ends(tmp_path, capsys, dete
     monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCapture)
     monkeypatch.setattr(sources.time, "sleep", lambda s: None)
     stats = tmp_path / "s.json"
-    rc, err = _run(["--source", 0, "--headless", "--backend", "bicubic", "--output", tmp_path / "o.avi",
+    rc, err = _run(["--source", 0, "--headless", "--backend", "bicubic-face", "--output", tmp_path / "o.avi",
                     "--stats-json", stats], capsys)
     assert rc == 2, err  # a lost live camera fails the run after the summary (tests/test_reliability_loop.py)
     s = json.loads(stats.read_text())

@@ -61,7 +61,7 @@ def test_canvas_flag_sets_the_output_size(tmp_path, capsys, monkeypatch):
     for canvas in (None, "800x600", "full"):
         out, stats = tmp_path / f"o{canvas}", tmp_path / f"s{canvas}.json"
         extra = ["--canvas", canvas] if canvas else []
-        rc, err = _run(capsys, "--source", "demo:frames=2,size=640x480", "--headless", "--backend", "bicubic",
+        rc, err = _run(capsys, "--source", "demo:frames=2,size=640x480", "--headless", "--backend", "bicubic-face",
                        "--no-overlay", "--output", out, "--stats-json", stats, *extra)
         assert rc == 0, err
         img = cv2.imread(str(out / "000000.png"))
@@ -130,7 +130,7 @@ def test_720p_loop_super_resolves_the_small_face(tmp_path, capsys, monkeypatch):
     """The loop on 720p demo frames, one face with eyes 12 px apart: SR'd in at least 90 % of frames."""
     monkeypatch.setattr(webcam, "build_detector", lambda threads=2: RETINAFACE)
     stats = tmp_path / "s.json"
-    rc, err = _run(capsys, "--source", "demo:frames=40,size=1280x720,iod=12", "--headless", "--backend", "bicubic",
+    rc, err = _run(capsys, "--source", "demo:frames=40,size=1280x720,iod=12", "--headless", "--backend", "bicubic-face",
                    "--output", "none", "--stats-json", stats)
     assert rc == 0, err
     s = json.loads(stats.read_text())
@@ -148,7 +148,7 @@ def test_scan_runs_every_frame_only_until_a_quiet_scan(tmp_path, capsys, monkeyp
     for size, faces in (("1280x720", 3), ("640x480", 1)):
         stats = tmp_path / f"{size}.json"
         rc, err = _run(capsys, "--source", f"demo:frames=60,size={size},iod=12,faces={faces}", "--headless",
-                       "--backend", "bicubic", "--output", "none", "--stats-json", stats)
+                       "--backend", "bicubic-face", "--output", "none", "--stats-json", stats)
         assert rc == 0, err
         s = json.loads(stats.read_text())
         runs[size] = s["tracker"]["detector_runs"]
@@ -175,7 +175,7 @@ def test_min_face_iod_zero_keeps_the_plain_detector(monkeypatch):
 def _loop_with_output(tmp_path, capsys, monkeypatch, name, *extra):
     monkeypatch.setattr(webcam, "build_detector", lambda threads=2: NoFaces())
     out, stats = tmp_path / name, tmp_path / f"{name}.json"
-    rc, err = _run(capsys, "--source", "demo:frames=10,size=160x120", "--headless", "--backend", "bicubic",
+    rc, err = _run(capsys, "--source", "demo:frames=10,size=160x120", "--headless", "--backend", "bicubic-face",
                    "--output", out, "--stats-json", stats, *extra)
     return rc, err, out, (json.loads(stats.read_text()) if stats.is_file() else None)
 

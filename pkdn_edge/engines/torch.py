@@ -20,12 +20,15 @@ from .base import Engine, check_precision
 
 
 def checkpoint_manifest(path: Path, model: Any, precision: str = "fp32") -> Manifest:
-    """A manifest describing a bare checkpoint (not written anywhere)."""
+    """A manifest describing a bare checkpoint (not written anywhere); input window: the serving one
+    (:func:`pkdn_edge.pretrained.serve_window`), as an export would have."""
+    from pkdn_edge.pretrained import serve_window
+
     cfg = model.cfg
-    n = 128 // cfg.scale
+    n = serve_window(cfg.scale)
     return Manifest(target="torch", precision=precision, scale=cfg.scale, model_file=path.name,
                     files={path.name: sha256_file(path)}, preset=str(getattr(model, "preset", "edge")),
-                    role=cfg.role, input_shape=["batch", 3, n, n], output_shape=["batch", 3, 128, 128],
+                    role=cfg.role, input_shape=["batch", 3, n, n], output_shape=["batch", 3, n * cfg.scale, n * cfg.scale],
                     batch=None, dynamic=True, root=path.parent)
 
 
