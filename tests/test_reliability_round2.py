@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pkdn_edge import webcam, writers
+from pkdn_edge import outputs, webcam, writers
 from pkdn_edge.errors import PKDNError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_stats_json_naming_the_source_or_a_model_file_is_refused(tmp_path, capsy
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "model.json").write_text("{}")
-    monkeypatch.setattr(webcam, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(outputs, "WEIGHTS_DIR", weights)
     rc, err = _run(capsys, "--source", src, "--frames", 3, *BICUBIC, "--output", "none", "--stats-json",
                    weights / "model.json")
     assert rc == 2 and "shipped model file" in _one_error_line(err)
@@ -480,8 +480,10 @@ def test_webcam_with_a_broken_manifest_is_one_error_line(tmp_path, capsys, no_de
 
 
 def test_x8_shapes_on_an_x4_model_fail_before_the_first_frame(tmp_path, capsys, no_detector):
-    """A manifest claiming x8 (16x16 -> 128x128) on the x4 model failed with a traceback at the first face."""
-    art = _artifact(tmp_path, scale=8, input_shape=["batch", 3, 16, 16])
+    """A manifest claiming x8 (h/2 x w/2 -> the same output) on the x4 model failed with a traceback at the
+    first face."""
+    n, c, h, w = json.loads((SHIPPED_X4 / "manifest.json").read_text())["input_shape"]
+    art = _artifact(tmp_path, scale=8, input_shape=[n, c, h // 2, w // 2])
     rc, err = _run(capsys, "--source", "demo:frames=2,size=64x48", "--headless", "--output", "none",
                    "--backend", "onnxruntime", "--scale", 8, "--artifact", art)
     assert rc == 2
@@ -504,7 +506,7 @@ def test_eval_applies_the_manifest_normalization_as_the_loop_does(tmp_path):
     m = read_manifest(art)
     m.normalization = {"mean": [0.5] * 3, "std": [0.5] * 3, "range": [0.0, 1.0]}
     write_manifest(m, rehash=False)
-    faces = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # BGR, as the loop has them
+    faces = np.random.default_rng(0).integers(0, 256, (4, *m.lr_size, 3), dtype=np.uint8)  # BGR, as the loop has them
     loop = load_engine(art, backend="onnxruntime", threads=1).run(faces)[..., ::-1]  # -> RGB
     lr = torch.from_numpy(np.ascontiguousarray(faces[..., ::-1].transpose(0, 3, 1, 2))).float() / 255
     evald = to_uint8(ArtifactModel(art, threads=1)(lr))
