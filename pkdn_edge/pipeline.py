@@ -21,9 +21,9 @@ Per frame (:meth:`FacePipeline.process`), as named stages:
 
 Decision rule (:meth:`FacePipeline.choose_scale`, measured in docs/webcam.md): a face with eye distance
 ``iod`` (frame px) goes to the engine whose LR template eye distance (x4: 10.75 px, x8: 5.375 px) is
-closest in log-ratio (x8 below 7.6 px, x4 above); a face more than ``max_face_q`` (2.4) times the
-largest template (x4: 25.8 px) keeps the plain upscale, as does every face when the canvas is not
-larger than the frame. ``max_face_iod`` (px) overrides that limit; 0 = super-resolve every face.
+the largest template it fills at least half of (``MIN_FACE_Q``: x4 down to 5.4 px, x8 below); a face
+more than ``max_face_q`` (1.7) times the largest template (x4: 18.3 px) keeps the plain upscale, as does
+every face when the canvas is not larger than the frame. ``max_face_iod`` (px) overrides that limit; 0 = super-resolve every face.
 
 ``plain=True`` runs no face path at all: the canvas is the frame upscaled (``--backend bicubic``, the
 baseline a user would otherwise see).
@@ -55,6 +55,7 @@ __all__ = [
     "STAGES",
     "SR_IOD",
     "MAX_FACE_Q",
+    "MIN_FACE_Q",
     "ALIGN_MODES",
     "canvas_size",
 ]
@@ -62,10 +63,14 @@ __all__ = [
 STAGES = ("detect", "track", "align", "sr", "upscale", "paste", "total")
 
 SR_IOD = float(TEMPLATE_128[1, 0] - TEMPLATE_128[0, 0])  # 43 px: eye distance of every SR output (128x128)
-#: A face larger than this many times the largest engine template's eye distance keeps the plain upscale
-#: (native crops of the x4 student still gain at 2.0x its template and about +0.1 dB at 2.5x:
-#: docs/webcam.md, benchmarks/loop_fidelity.py --sweep).
-MAX_FACE_Q = 2.4
+#: The decision rule's two thresholds, as multiples of an engine template's eye distance (x4: 10.75 px,
+#: x8: 5.375 px), measured on the shared clips (docs/webcam.md, benchmarks/video_quality.py):
+#: a face larger than MAX_FACE_Q x the largest template keeps the plain upscale (x4 at 1.5x still gains
+#: +0.35 to +0.8 dB, at 2x it loses up to 1 dB on mp4v video); a face goes to the engine with the largest
+#: template it fills at least MIN_FACE_Q of (x4 down to 5.4 px: under camera degradation x4 on an 8 px face
+#: gained +1.8 dB where x8 gained nothing), else to the smallest template's.
+MAX_FACE_Q = 1.7
+MIN_FACE_Q = 0.5
 ALIGN_MODES = ("native", "template")
 
 
@@ -229,7 +234,11 @@ class FacePipeline:
             return 0
         if self.max_face_iod > 0 and iod > self.max_face_iod:
             return 0
-        return min(self.engines, key=lambda s: abs(math.log(max(iod, 1e-3) / self.lr_iod[s])))
+        by_template = sorted(self.engines, key=lambda s: -self.lr_iod[s])  # largest template first (x4, x8)
+        for s in by_template:
+            if iod >= MIN_FACE_Q * self.lr_iod[s]:
+                return s
+        return by_template[-1]
 
     def crop_matrix(self, landmarks: np.ndarray, scale: int) -> np.ndarray:
         """2x3 frame px -> LR crop px for a face with ``landmarks`` (5, 2) sent to the x``scale`` engine.

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model precision (default: the first model found; the shipped one is fp32)")
     p.add_argument("--scale", default="auto", choices=("4", "8", "auto"),
                    help="auto = the x4 and x8 models, x4 canvas, each face to the model whose input template fits "
-                        "its size (eyes < 7.6 px: x8), faces larger than 2.4x the x4 template (eyes > 25.8 px) keep "
+                        "its size (eyes < 5.4 px: x8), faces larger than 1.7x the x4 template (eyes > 18.3 px) keep "
                         "the plain upscale (docs/webcam.md); 4 or 8 = that model only")
     p.add_argument("--artifact", default=None,
                    help="an exported model folder (pkdn-export output) instead of the model selection below; "
@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smooth", action="store_true", help="disable landmark smoothing (to compare flicker)")
     p.add_argument("--max-faces", type=int, default=8, help="super-resolve at most N faces per frame (largest first)")
     p.add_argument("--max-face-iod", type=float, default=None, metavar="PX",
-                   help="faces whose eyes are more than PX input pixels apart keep the plain upscale (default: 2.4x "
-                        "the largest model template's eye distance, 25.8 px with x4, where the model's gain ends; "
+                   help="faces whose eyes are more than PX input pixels apart keep the plain upscale (default: 1.7x "
+                        "the largest model template's eye distance, 18.3 px with x4, where the model's gain ends; "
                         "0 = super-resolve all)")
     p.add_argument("--align", choices=("native", "template"), default="native",
                    help="native = cut each face out of the frame at its own resolution (integer pixels, no "
