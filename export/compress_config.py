@@ -118,6 +118,7 @@ class CompressConfig:
 
 def check(cfg: CompressConfig) -> None:
     """Refuse bad settings before any work (one clear PKDNError)."""
+    _check_finite(cfg)
     if not 0.0 <= cfg.prune < 1.0:
         raise PKDNError(f"--prune must be in [0, 1), got {cfg.prune}")
     for t in ((cfg.target_macs,) if cfg.target_macs is not None else ()) + tuple(cfg.sweep):
@@ -174,10 +175,24 @@ def _check_int8(cfg: CompressConfig) -> None:
 
 
 def _check_overrides(items: list[str]) -> None:
+    """``--set`` items through the training settings' own validator (key, type, range, finite), before any work."""
+    from pkdn_edge.train.config import check_setting, parse_override
+
     for item in items:
-        key = item.split("=", 1)[0].strip()
         if "=" not in item:
             raise PKDNError(f"--set {item!r} must look like key=value")
+        key, value = parse_override(item)
         if key in RESERVED_TRAIN_KEYS:
             raise PKDNError(f"--set {key}=... is set by pkdn-compress itself; use its own flag "
                             f"(--finetune-steps/--finetune-lr/--qat-steps/--qat-lr/--teacher/--out/--threads)")
+        check_setting(key, value)
+
+
+def _check_finite(cfg: CompressConfig) -> None:
+    """Every number of the settings finite (argparse's float() takes "inf" and "nan")."""
+    import math
+
+    for name, v in asdict(cfg).items():
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise PKDNError(f"--{name.replace('_', '-')} must be a finite number, got {x}")

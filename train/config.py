@@ -6,6 +6,7 @@ applies ``key=value`` overrides (YAML-typed), and validates every key against th
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -84,6 +85,10 @@ class TrainConfig:
     ckpt_every: int = 500
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # types, ranges, finite numbers: the same check as --set and YAML values
+            setattr(self, f.name, check_setting(f.name, getattr(self, f.name)))
+        if self.hr_size % (2 * self.scale):
+            raise PKDNError(f"hr_size must be a multiple of 2 x scale ({2 * self.scale}), got {self.hr_size}")
         if self.role not in ("teacher", "student"):
             raise PKDNError(f"role must be 'teacher' or 'student', got {self.role!r}")
         if self.scale not in (4, 8):
@@ -152,10 +157,67 @@ class TrainConfig:
 
 
 def _parse_override(item: str) -> tuple[str, object]:
+    """``key=value`` → (key, YAML value); an empty key or a value YAML cannot read is a PKDNError."""
     if "=" not in item:
         raise PKDNError(f"override {item!r} must look like key=value")
     key, value = item.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    key = key.strip()
+    if not key:
+        raise PKDNError(f"override {item!r} has an empty key; write key=value (e.g. steps=1000)")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PKDNError(f"override {item!r}: the value of {key} is not valid YAML ({problem})") from None
+
+
+parse_override = _parse_override
+
+
+# ---------------------------------------------------------------------- the one settings validator
+# Ranges of numeric settings: (low, high, high inclusive); None = unbounded. Numbers must be finite.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "steps": (1, None, True), "batch_size": (1, None, True), "threads": (1, None, True),
+    "num_val": (1, None, True), "data_limit": (0, None, True), "hr_size": (16, 4096, True),
+    "seed": (0, None, True), "log_every": (1, None, True), "val_every": (1, None, True),
+    "ckpt_every": (1, None, True), "warmup_steps": (0, None, True), "feat_decay_steps": (0, None, True),
+    "lr": (0, None, True), "lr_min": (0, None, True), "grad_clip": (0, None, True), "min_sharpness": (0, None, True),
+    "w_pixel": (0, None, True), "w_feat": (0, None, True), "w_feat_end": (0, None, True), "w_out": (0, None, True),
+    "ema_decay": (0, 1, False),
+}
+STRICTLY_POSITIVE = {"lr"}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "role": ("teacher", "student"), "layout": ("aligned", "celeba", "celebamask"),
+    "degradation": ("bicubic", "camera", "webcam"), "select_on": ("bicubic", "camera", "mean"),
+    "prior_source": ("landmarks", "labels"), "teacher_lr": ("same", "clean"), "pixel_loss": ("l1", "mse"),
+    "feat_adapter": ("identity", "conv"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
+}
+
+
+def check_setting(key: str, value: object) -> object:
+    """The one validator of a training setting (YAML, ``--set``, pkdn-compress ``--set``, or a
+    :class:`TrainConfig` built in code): the value in the setting's type, within its range, finite;
+    anything else is a one-line :class:`PKDNError` naming the key."""
+    known = {f.name: f for f in fields(TrainConfig)}
+    if key not in known:
+        raise PKDNError(f"unknown config key {key!r}; valid keys: {sorted(known)}")
+    default = getattr(TrainConfig, key, None)
+    if default is None:  # a field with a default_factory (model, camera: mappings)
+        default = known[key].default_factory()
+    value = _coerce(key, value, default)
+    if key in RANGES and value is not None:
+        lo, hi, hi_inclusive = RANGES[key]
+        low_ok = lo is None or (value > lo if key in STRICTLY_POSITIVE else value >= lo)
+        high_ok = hi is None or (value <= hi if hi_inclusive else value < hi)
+        if not (low_ok and high_ok):
+            want = (f"> {lo}" if key in STRICTLY_POSITIVE else f">= {lo}") if hi is None else \
+                f"in [{lo}, {hi}{']' if hi_inclusive else ')'}"
+            raise PKDNError(f"{key} must be {want}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise PKDNError(f"{key} must be one of {list(CHOICES[key])}, got {value!r}")
+    if key == "betas" and not all(0.0 <= b < 1.0 for b in value):
+        raise PKDNError(f"betas must be two numbers in [0, 1), got {list(value)}")
+    return value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **fixed) -> TrainConfig:
@@ -179,26 +241,50 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     unknown = sorted(set(values) - known)
     if unknown:
         raise PKDNError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
-    defaults = TrainConfig()
     for k, v in values.items():
-        values[k] = _coerce(k, v, getattr(defaults, k))
+        values[k] = check_setting(k, v)
     return TrainConfig(**values)
 
 
-def _coerce(key: str, value: object, default: object) -> object:
-    """Give ``value`` the type of the setting's default: YAML reads ``2e-4`` as a string."""
-    kind = type(default)
-    if value is None and kind is str:
-        return ""  # `--set teacher=` / `teacher:` with no value: the setting is off (e.g. no distillation)
-    if kind is bool or isinstance(value, kind) or kind not in (int, float, str):
-        return value
+def _finite(key: str, value: object, kind: str = "number") -> float:
+    """``value`` as a finite float (YAML reads ``2e-4`` as a string); bools are not numbers."""
     try:
-        if kind is float and not isinstance(value, bool):
-            return float(value)
-        if kind is int and not isinstance(value, bool) and float(value) == int(float(value)):
-            return int(float(value))
-        if kind is str and isinstance(value, (int, float)):
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    raise PKDNError(f"config key {key!r} must be a {kind.__name__}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise PKDNError(f"config key {key!r} must be a {kind}, got {value!r}") from None
+    if not math.isfinite(x):
+        raise PKDNError(f"config key {key!r} must be a finite {kind}, got {value!r}")
+    return x
+
+
+def _coerce(key: str, value: object, default: object) -> object:
+    """Give ``value`` the type of the setting's default, or say why it cannot have it."""
+    kind = type(default)
+    if value is None and kind in (str, dict):
+        return kind()  # `--set teacher=` / `camera:` with no value: the setting is off / empty
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PKDNError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if kind is float:
+        return _finite(key, value, "float")
+    if kind is int:
+        x = _finite(key, value, "int")
+        if x != int(x):
+            raise PKDNError(f"config key {key!r} must be a int (a whole number), got {value!r}")
+        return int(x)
+    if kind is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise PKDNError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    if kind is tuple:  # betas: two numbers
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise PKDNError(f"config key {key!r} must be a list of {len(default)} numbers, got {value!r}")
+        return tuple(_finite(key, v) for v in value)
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise PKDNError(f"config key {key!r} must be a mapping, got {value!r}")
+        return value
+    return value
