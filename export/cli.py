@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x4 (32->128) or x8 (16->128); default: the checkpoint's scale, 4 for the shipped one")
     p.add_argument("--out", type=Path, default=None, help="artifact folder (default exports/<target>_<precision>_x<scale>)")
     p.add_argument("--window", type=int, default=None, metavar="N",
-                   help="side of the LR input window (default 1.25x the training crop: 40 at x4, 20 at x8, what the "
-                        "webcam loop feeds; 32/16 = the bare training crop)")
+                   help="side of the LR input window (default what the webcam loop feeds: 40 at x4, 1.25x its 32 "
+                        "training crop; 16 at x8)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1; engines pad/split)")
     g.add_argument("--dynamic", action="store_true", help="dynamic batch axis")

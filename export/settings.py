@@ -116,7 +116,7 @@ class ExportRequest:
         precision: ``fp32`` / ``fp16`` / ``int8``; None: the target's first (fp32).
         weights: the checkpoint (None: the shipped student for ``scale``).
         scale: 2/4/8; None: the checkpoint's (4 for the shipped one).
-        window: side of the LR input (None: :func:`pkdn_edge.pretrained.serve_window`, 40 at x4, 20 at
+        window: side of the LR input (None: :func:`pkdn_edge.pretrained.serve_window`, 40 at x4, 16 at
             x8, what the webcam loop feeds); at least 128/s and a multiple of 4.
         out: artifact folder (None: ``exports/<target>_<precision>_x<scale>``).
         batch: fixed batch, or None for a dynamic batch axis.

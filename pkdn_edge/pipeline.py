@@ -166,7 +166,8 @@ class FacePipeline:
     ``max_face_iod``: larger faces (eye distance, input px) keep the plain upscale (default: ``max_face_q``
     x the largest engine template's eye distance; 0 = none). ``align``: ``"native"`` (integer-pixel crop at
     the frame's resolution, default) or ``"template"`` (similarity warp onto the template; diagnostic).
-    ``plain``: no face path, the canvas is the frame upscaled (the honest baseline).
+    ``plain``: no face path, the canvas is the frame upscaled (the honest baseline). ``paste``: the kernel of
+    the paste warp, ``"cubic"`` (default) or ``"linear"`` (the old paste; a diagnostic).
     ``upscale``: ``"cubic"`` or ``"linear"`` for the full frame. ``tracker_kwargs``: passed to
     :class:`~pkdn_edge.face.tracking.FaceTracker`. ``canvas``: (w, h) the output canvas may not exceed
     (:func:`canvas_size`); None = the frame x the engine scale.
@@ -176,7 +177,8 @@ class FacePipeline:
                  scale: int | str | None = None, smoothing: bool = True, feather: float | None = None,
                  max_faces: int = 8, upscale: str = "cubic", max_face_iod: float | None = None,
                  tracker_kwargs: Mapping[str, Any] | None = None, canvas: tuple[int, int] | None = None,
-                 align: str = "native", max_face_q: float = MAX_FACE_Q, plain: bool = False) -> None:
+                 align: str = "native", max_face_q: float = MAX_FACE_Q, plain: bool = False,
+                 paste: str = "cubic") -> None:
         if isinstance(engine, Mapping):
             engines = {int(k): v for k, v in engine.items()}
         else:
@@ -206,6 +208,7 @@ class FacePipeline:
         if align not in ALIGN_MODES:
             raise PKDNError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         self.align = align
+        self.paste_interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[paste]
         self.plain = bool(plain)
         self.max_face_iod = (float(max_face_q) * max(self.lr_iod.values())) if max_face_iod is None else float(max_face_iod)
         self.upscale_interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[upscale]
@@ -378,7 +381,8 @@ class FacePipeline:
     def _paste(self, canvas: np.ndarray, fr: FaceResult, canvas_scale: float, keep_base: bool) -> Pasted | None:
         """Blend one SR face into the canvas where its crop came from."""
         A = self.canvas_matrix(fr.M, fr.engine_scale, canvas_scale)
-        return blend_face(canvas, fr.sr, A, mask=self._mask(*fr.sr.shape[:2]), keep_base=keep_base)
+        return blend_face(canvas, fr.sr, A, mask=self._mask(*fr.sr.shape[:2]), keep_base=keep_base,
+                          interpolation=self.paste_interp)
 
     def warmup(self, frame_size: tuple[int, int] = (640, 480)) -> None:
         """Warm up the engines (first-run graph optimisation, allocations) at every batch size the loop

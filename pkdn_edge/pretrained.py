@@ -26,12 +26,16 @@ VARIANTS = {"camera": "pkdn_edge_x{scale}", "paper": "pkdn_edge_x{scale}_paper"}
 DEFAULT_VARIANT = "camera"
 
 
+#: Side of the LR window each scale is exported and served with (see :func:`serve_window`).
+SERVE_WINDOWS = {2: 64, 4: 40, 8: 16}
+
+
 def serve_window(scale: int) -> int:
-    """Side of the LR window the models are exported and served with: 1.25x the 128/s training crop
-    (x4: 40, x8: 20). A face at the training scale sits in the middle with its whole head and some
-    surroundings around it; the 32x32 x4 window cut the face box's edges, and the loop kept about half
-    of the model's gain there (docs/webcam.md)."""
-    return (128 // int(scale)) * 5 // 4
+    """Side of the LR window the models are exported and served with. x4: 40, 1.25x its 32x32 training
+    crop: a face at the training scale sits in the middle with its whole head around it (on real clips the
+    32 window cut the face box's edges and kept about half of the model's gain). x8: its 16x16 training
+    crop (a 20 window kept only a third of the x8 student's gain: benchmarks/loop_fidelity.py)."""
+    return SERVE_WINDOWS.get(int(scale), 128 // int(scale))
 
 
 def _stem(scale: int, variant: str) -> str:

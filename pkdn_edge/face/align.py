@@ -346,7 +346,8 @@ class Pasted:
 
 
 def blend_face(canvas: np.ndarray, face: np.ndarray, M_canvas: np.ndarray, feather_px: float = 8.0,
-               mask: Optional[np.ndarray] = None, keep_base: bool = False) -> Optional[Pasted]:
+               mask: Optional[np.ndarray] = None, keep_base: bool = False,
+               interpolation: int = cv2.INTER_CUBIC) -> Optional[Pasted]:
     """Blend ``face`` back into ``canvas`` **in place**, where the alignment put it.
 
     ``canvas``: uint8 (H, W, 3) frame or upscaled frame. ``face``: uint8 (h, w, 3) crop (e.g. the
@@ -362,6 +363,7 @@ def blend_face(canvas: np.ndarray, face: np.ndarray, M_canvas: np.ndarray, feath
     aliasing); one magnified by more than 1.25x is enlarged with a separable bicubic resize; then one
     near-1:1 bicubic warp places it (a bilinear one at a half-pixel offset averages neighbours and
     costs about 1 dB of the model's gain; at an integer offset the bicubic warp is an exact copy).
+    ``interpolation`` overrides that last warp's kernel (``cv2.INTER_LINEAR``: the old paste, a diagnostic).
     """
     Hc, Wc = canvas.shape[:2]
     h, w = face.shape[:2]
@@ -392,7 +394,7 @@ def blend_face(canvas: np.ndarray, face: np.ndarray, M_canvas: np.ndarray, feath
         mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         Ar = (_resize_map(nw / w, nh / h) @ _h(Ar))[:2]
     size = (x2 - x1, y2 - y1)
-    warped = cv2.warpAffine(face, Ar, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+    warped = cv2.warpAffine(face, Ar, size, flags=interpolation | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, Ar, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
