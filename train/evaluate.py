@@ -147,7 +147,17 @@ class ArtifactModel:
     def __call__(self, lr: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         # RGB in [0, 1] both ways, through the manifest's normalization exactly as the webcam loop
         # applies it (Engine.run_unit): eval scores what the loop shows
-        return torch.from_numpy(np.ascontiguousarray(self.engine.run_unit(lr.float().numpy())))
+        (h, w), (wh, ww) = lr.shape[2:], self.engine.lr_size
+        if (h, w) == (wh, ww):
+            return torch.from_numpy(np.ascontiguousarray(self.engine.run_unit(lr.float().numpy())))
+        if wh < h or ww < w or (wh - h) // 2 >= h or (ww - w) // 2 >= w:
+            raise PKDNError(f"{self.engine.name} takes {wh}x{ww} inputs; cannot score {h}x{w} faces with it")
+        # an artifact served on a window larger than the face (pkdn-export --window): the face mirrored
+        # out to the window, as the export's calibration and verification do; scored on the face's part
+        t, l, s = (wh - h) // 2, (ww - w) // 2, self.engine.scale
+        x = torch.nn.functional.pad(lr.float(), (l, ww - w - l, t, wh - h - t), mode="reflect")
+        out = torch.from_numpy(np.ascontiguousarray(self.engine.run_unit(x.numpy())))
+        return out[:, :, t * s : (t + h) * s, l * s : (l + w) * s]
 
 
 def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndarray:
