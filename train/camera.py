@@ -555,10 +555,10 @@ PROTOCOLS = ("bicubic", "camera") + FAMILIES
 
 
 # ---------------------------------------------------------------------- a figure of examples
-def example_figure(hr: np.ndarray, draws: int = 5, seed: int = 0) -> np.ndarray:
+def example_figure(hr: np.ndarray, draws: int = 5, seed: int = 0, preset: str = "v1") -> np.ndarray:
     """One RGB figure per HR face (128×128): row ×4 and row ×8, each ``HR | clean LR | draws`` of the
-    default training degradation (without clean pairs), LR shown with nearest-neighbour ↑s."""
-    deg = CameraDegradation(p_clean=0.0)
+    training degradation ``preset`` (without clean pairs), LR shown with nearest-neighbour ↑s."""
+    deg = CameraDegradation.from_dict({"preset": preset, "p_clean": 0.0})
     rows = []
     for face_i, face in enumerate(hr):
         for s in (4, 8):
@@ -581,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--max-faces", type=int, default=2)
     p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--preset", choices=sorted(CAMERA_PRESETS), default="v1",
+                   help="camera model: v1 (the defaults the shipped students were trained on) or wide")
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -591,10 +593,10 @@ def main(argv: list[str] | None = None) -> int:
         if not faces or any(f is None or f.shape[:2] != (128, 128) for f in faces):
             raise PKDNError(f"{args.faces}: expected readable aligned 128×128 faces (pkdn-prepare output)")
         hr = np.stack([f[..., ::-1] for f in faces])
-        fig = example_figure(hr, args.draws)
+        fig = example_figure(hr, args.draws, preset=args.preset)
         if not cv2.imwrite(args.out, fig[..., ::-1]):
             raise PKDNError(f"could not write {args.out}")
-        print(f"wrote {args.out}: per face, rows ×4 and ×8: HR | PIL-bicubic LR | {args.draws} camera draws")
+        print(f"wrote {args.out}: per face, rows ×4 and ×8: HR | PIL-bicubic LR | {args.draws} camera draws ({args.preset})")
         return 0
 
     return run_cli(body)
