@@ -290,6 +290,8 @@ def test_new_settings_are_validated():
         CameraDegradation(p_shuffle=float("nan"))
     with pytest.raises(PKDNError, match="range"):
         CameraDegradation(gamma=(0.0, 1.0))
+    with pytest.raises(PKDNError, match="sharpen_amount must be a range"):
+        CameraDegradation(sharpen_amount=1.0)
     with pytest.raises(PKDNError, match="unknown camera preset"):
         CameraDegradation.from_dict({"preset": "wider"})
 

@@ -59,7 +59,7 @@ def _is_number(v: object) -> bool:
 
 def _range(name: str, r: tuple, lo: float = 0.0) -> tuple:
     if not isinstance(r, (tuple, list)) or len(r) != 2 or not all(map(_is_number, r)) or not lo <= r[0] <= r[1]:
-        raise PKDNError(f"camera setting {name} must be a range [low, high] with {lo} <= low <= high, got {list(r)}")
+        raise PKDNError(f"camera setting {name} must be a range [low, high] with {lo} <= low <= high, got {r!r}")
     return tuple(r)
 
 
@@ -93,7 +93,7 @@ class CameraDegradation:
     second_scale: tuple[float, float] = (1.2, 2.0)  # first round down to LR size × this, second to LR
     # ---- added after protocol v1 (issue 29). All off by default: with them off no random number is
     # drawn for them, so every v1 draw (and the frozen v1 protocol) is bit-identical; to_dict() lists
-    # them only when set. Resamplers may also be "bicubic_point" and "nearest" (ALL_RESAMPLERS).
+    # a stage's settings only when its probability is not 0. Resamplers may also be "bicubic_point" and "nearest" (ALL_RESAMPLERS).
     # image processor, after sensor noise (widths in LR pixels): noise reduction, tone, sharpening, chroma
     p_denoise: float = 0.0                        # edge-preserving smear
     denoisers: tuple[str, ...] = DENOISERS        # bilateral filter or self-guided filter, drawn uniformly
