@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="artifact folder (default exports/<target>_<precision>_x<scale>)")
     p.add_argument("--window", type=int, default=None, metavar="N",
                    help="side of the LR input window (default what the webcam loop feeds: 40 at x4, 1.25x its 32 "
-                        "training crop; 16 at x8)")
+                        "training crop; 16 at x8; 0 = the training crop)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1; engines pad/split)")
     g.add_argument("--dynamic", action="store_true", help="dynamic batch axis")

@@ -138,6 +138,7 @@ def export(target: str, precision: str, weights: Path, out: Path, threads: int, 
 
     options = {"verify": False, "log": lambda s: None, **options}
     return run_export(ExportRequest(target, precision, weights, out=out, batch=1, threads=threads, benchmark=False,
+                                    window=0,  # scored and timed on the 128/s training crop
                                     **options))
 
 

@@ -380,12 +380,12 @@ def _check_request(req: ExportRequest) -> tuple[ExportFormat, str]:
 
 
 def _window(window: int | None, scale: int) -> int:
-    """The LR input side: ``window`` or the serving default; refused unless >= 128/s, <= 4x that and a
-    multiple of 4 (the encoder halves the grid twice)."""
+    """The LR input side: ``window``, the serving default (None) or the 128/s training crop (0); refused
+    unless >= 128/s, <= 4x that and a multiple of 4 (the encoder halves the grid twice)."""
     from pkdn_edge.pretrained import serve_window
 
     m = 128 // scale
-    n = serve_window(scale) if window is None else int(window)
+    n = serve_window(scale) if window is None else (m if int(window) == 0 else int(window))
     if n < m or n > 4 * m or n % 4:
         raise PKDNError(f"--window must be a multiple of 4 in [{m}, {4 * m}] at x{scale}, got {n}")
     return n

@@ -117,7 +117,7 @@ class ExportRequest:
         weights: the checkpoint (None: the shipped student for ``scale``).
         scale: 2/4/8; None: the checkpoint's (4 for the shipped one).
         window: side of the LR input (None: :func:`pkdn_edge.pretrained.serve_window`, 40 at x4, 16 at
-            x8, what the webcam loop feeds); at least 128/s and a multiple of 4.
+            x8, what the webcam loop feeds; 0: the 128/s training crop); at least 128/s and a multiple of 4.
         out: artifact folder (None: ``exports/<target>_<precision>_x<scale>``).
         batch: fixed batch, or None for a dynamic batch axis.
         calib: INT8 calibration options (None: defaults).

@@ -215,7 +215,7 @@ def test_qat_trains_resumes_and_exports_to_openvino_and_qdq_onnx(env, tmp_path):
         ref = q(torch.from_numpy(to_lr(hr, 4))).numpy()
     for target in ("openvino", "onnx"):
         r = run_export(target, "int8", tmp_path / "p.pt", out=tmp_path / target, threads=1, verify=False,
-                       benchmark=False, log=lambda s: None, int8_model=info)
+                       benchmark=False, log=lambda s: None, int8_model=info, window=0)  # the 32x32 crop
         m = read_manifest(r.out)
         assert m.extras["quantization"]["method"] == "qat"
         if target == "onnx":
@@ -234,7 +234,7 @@ def test_accuracy_controlled_ptq_on_openvino(env, tmp_path):
     calib = CalibOptions(folder=env["train"], size=8, settings=Int8Settings(subset_size=8), select_size=4,
                          accuracy_control=True, max_drop=0.05)
     r = run_export("openvino", "int8", env["student"], out=tmp_path / "acc", calib=calib, threads=1, verify=False,
-                   benchmark=False, log=lambda s: None)
+                   benchmark=False, log=lambda s: None, window=0)
     q = read_manifest(r.out).extras["quantization"]
     assert q["accuracy_control"] and q["max_drop_db"] == 0.05
     sel = q["selection"]

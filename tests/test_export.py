@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pkdn_edge.engines import load_engine
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.export.cli import main as cli_main
-from pkdn_edge.export.context import CalibOptions
+from pkdn_edge.export.context import CalibOptions, _pad_hr
 from pkdn_edge.export.data import synthetic_faces, to_lr
 from pkdn_edge.export.exporter import run_export
 from pkdn_edge.export.formats import FORMATS, TARGETS
@@ -77,8 +77,8 @@ def test_onnx_fp32_matches_torch_within_1e4(onnx_fp32, tmp):
     assert p.max_abs_diff <= 1e-4
     m = read_manifest(onnx_fp32.out)
     assert m.verification["max_abs_diff"] <= 1e-4
-    assert (m.target, m.precision, m.scale, m.input_shape, m.output_shape) == ("onnx", "fp32", 4, [1, 3, 32, 32],
-                                                                              [1, 3, 128, 128])
+    assert (m.target, m.precision, m.scale, m.input_shape, m.output_shape) == ("onnx", "fp32", 4, [1, 3, 40, 40],
+                                                                              [1, 3, 160, 160])
     assert m.normalization == {"mean": [0.0] * 3, "std": [1.0] * 3, "range": [0.0, 1.0]}
     assert set(m.files) == {"model.onnx"} and len(m.files["model.onnx"]) == 64
     assert {"torch", "onnx", "onnxruntime"} <= set(m.tools)
@@ -144,7 +144,7 @@ def test_dynamic_batch_onnx_and_fp16(tmp):
     assert m.dynamic and m.batch is None and m.input_shape[0] == "batch"
     assert r.parity.passed and r.parity.max_abs_diff < 2e-2
     e = load_engine(r.out)
-    assert e.batch is None and e.run(np.zeros((5, 32, 32, 3), np.uint8)).shape == (5, 128, 128, 3)
+    assert e.batch is None and e.run(np.zeros((5, 40, 40, 3), np.uint8)).shape == (5, 160, 160, 3)
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -153,10 +153,10 @@ def test_dynamic_batch_onnx_and_fp16(tmp):
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_load_engine_through_manifest_gives_scale_and_shape(onnx_fp32, backend):
     e = load_engine(onnx_fp32.out / "manifest.json", backend=backend, threads=1)
-    assert (e.scale, e.lr_size, e.batch, e.backend) == (4, (32, 32), 1, backend)
-    faces = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert (e.scale, e.lr_size, e.batch, e.backend) == (4, (40, 40), 1, backend)
+    faces = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     out = e.run(faces)
-    assert out.shape == (3, 128, 128, 3) and out.dtype == np.uint8
+    assert out.shape == (3, 160, 160, 3) and out.dtype == np.uint8
 
 
 # ---------------------------------------------------------------------------------------------- int8
@@ -172,9 +172,9 @@ def test_tensorrt_int8_onnx_passes_the_lint_and_runs_in_ort_and_openvino(trt_int
     assert set(q["qdq"]) <= {"Q int8", "DQ int8"}  # signed INT8 only
     assert set(m.extras["build_commands"]) == {"8", "10", "11"}
     assert "--int8" in m.extras["build_commands"]["10"] and "--int8" not in m.extras["build_commands"]["11"]
-    assert "--minShapes=lr:1x3x32x32" in m.extras["build_commands"]["10"]
+    assert "--minShapes=lr:1x3x40x40" in m.extras["build_commands"]["10"]
     assert (trt_int8.out / "BUILD.md").is_file()
-    hr = synthetic_faces(8, seed=5)
+    hr = _pad_hr(synthetic_faces(8, seed=5), (40, 40), 4)  # the artifact's 40x40 window at x4
     model, _ = load_model(tmp / "w.pt")
     ref = torch_outputs(model, to_lr(hr, 4))
     outs = {}
@@ -182,7 +182,7 @@ def test_tensorrt_int8_onnx_passes_the_lint_and_runs_in_ort_and_openvino(trt_int
         e = load_engine(trt_int8.out, backend=backend, threads=1)
         parity = verify_engine(e, model, hr, "generated", ref=ref)
         outs[backend] = e.run_tensor(to_lr(hr, 4))
-        assert outs[backend].shape == (8, 3, 128, 128)
+        assert outs[backend].shape == (8, 3, 160, 160)
         assert parity.psnr_delta > -0.5 and parity.mean_abs_diff < 0.01, parity
     if len(outs) == 2:  # the same Q/DQ graph in two runtimes
         # 0.0038 on an AVX2-only CPU (no AVX-512/VNNI), where OpenVINO's INT8 kernels sit further
@@ -211,7 +211,7 @@ def test_openvino_int8_exports_and_runs(tmp):
     matmuls = [o for o in ops if o.get_type_name() == "MatMul"]
     assert len(matmuls) == 2
     assert all(v.get_node().get_type_name() != "FakeQuantize" for o in matmuls for v in o.input_values())
-    assert load_engine(r.out).run(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 128, 128, 3)
+    assert load_engine(r.out).run(np.zeros((2, 40, 40, 3), np.uint8)).shape == (2, 160, 160, 3)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed (JetPack / NVIDIA)")
@@ -224,7 +224,7 @@ def test_tensorrt_engine_builds_and_matches(trt_int8):
     if m.engine_file is None:
         register_engine(trt_int8.out, build_engine_file(m))
     e = load_engine(trt_int8.out)
-    assert e.backend == "tensorrt" and e.run(np.zeros((3, 32, 32, 3), np.uint8)).shape == (3, 128, 128, 3)
+    assert e.backend == "tensorrt" and e.run(np.zeros((3, 40, 40, 3), np.uint8)).shape == (3, 160, 160, 3)
 
 
 # ---------------------------------------------------------------------------------------------- lint
@@ -335,7 +335,7 @@ def test_cli_flags_map_to_the_same_export_request_as_before():
     assert r.batch is None and not r.verify and r.calib.auto_ignore and r.builder == "none"
     with pytest.raises(TypeError, match="by keyword"):
         run_export("onnx", "fp32", "w.pt", None)
-    with pytest.raises(PKDNError, match="--batch must be >= 1"):
+    with pytest.raises(PKDNError, match=r"--batch must be in \[1, "):
         ExportRequest("onnx", batch=0).check()
 
 

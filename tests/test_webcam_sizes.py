@@ -62,7 +62,7 @@ def test_canvas_flag_sets_the_output_size(tmp_path, capsys, monkeypatch):
         out, stats = tmp_path / f"o{canvas}", tmp_path / f"s{canvas}.json"
         extra = ["--canvas", canvas] if canvas else []
         rc, err = _run(capsys, "--source", "demo:frames=2,size=640x480", "--headless", "--backend", "bicubic-face",
-                       "--no-overlay", "--output", out, "--stats-json", stats, *extra)
+                       "--view", "output", "--no-overlay", "--output", out, "--stats-json", stats, *extra)
         assert rc == 0, err
         img = cv2.imread(str(out / "000000.png"))
         s = json.loads(stats.read_text())

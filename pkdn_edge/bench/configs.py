@@ -118,6 +118,7 @@ def our_cpu_configs(weights: dict[int, Path]) -> list[BenchConfig]:
                               precision=prec, weights=str(w))
             if target == "torch":
                 cfg.path, cfg.size_bytes = str(w), (size_on_disk(w) if Path(w).is_file() else None)
+                cfg.options = {**(cfg.options or {}), "window": 0}  # per face: the 128/s training crop
                 cfg.notes.append("eager PyTorch, fp32 compute (checkpoint loaded as fp32)")
             else:
                 cfg.export = (target, prec)
@@ -216,6 +217,7 @@ def ensure_artifact(target: str, precision: str, weights: Path, folder: Path, *,
     from pkdn_edge.export.settings import ExportRequest
 
     rep = run_export(ExportRequest(target, precision, weights, out=folder, batch=1, calib=calib, threads=threads,
+                                   window=0,  # per-face latency and quality on the 128/s training crop
                                    verify=True, verify_faces=verify_faces, benchmark=False, log=log))
     par = rep.parity
     delta = f" (PSNR delta {par.psnr_delta:+.3f} dB vs PyTorch)" if par else ""

@@ -19,13 +19,13 @@ from pkdn_edge.manifest import Manifest, sha256_file
 from .base import Engine, check_precision
 
 
-def checkpoint_manifest(path: Path, model: Any, precision: str = "fp32") -> Manifest:
-    """A manifest describing a bare checkpoint (not written anywhere); input window: the serving one
-    (:func:`pkdn_edge.pretrained.serve_window`), as an export would have."""
+def checkpoint_manifest(path: Path, model: Any, precision: str = "fp32", window: int | None = None) -> Manifest:
+    """A manifest describing a bare checkpoint (not written anywhere); input window ``window``, by default
+    the serving one (:func:`pkdn_edge.pretrained.serve_window`), as an export would have; 0 = the 128/s crop."""
     from pkdn_edge.pretrained import serve_window
 
     cfg = model.cfg
-    n = serve_window(cfg.scale)
+    n = serve_window(cfg.scale) if window is None else (int(window) or 128 // cfg.scale)
     return Manifest(target="torch", precision=precision, scale=cfg.scale, model_file=path.name,
                     files={path.name: sha256_file(path)}, preset=str(getattr(model, "preset", "edge")),
                     role=cfg.role, input_shape=["batch", 3, n, n], output_shape=["batch", 3, n * cfg.scale, n * cfg.scale],
@@ -38,14 +38,14 @@ class TorchEngine(Engine):
     backend = "torch"
 
     def __init__(self, source: Manifest | Path, threads: int = 2, precision: str | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, window: int | None = None) -> None:
         import torch
 
         from pkdn_edge.models.checkpoint import load_model
 
         path = source.path() if isinstance(source, Manifest) else Path(source)
         model, meta = load_model(path)
-        manifest = source if isinstance(source, Manifest) else checkpoint_manifest(path, model)
+        manifest = source if isinstance(source, Manifest) else checkpoint_manifest(path, model, window=window)
         if not isinstance(source, Manifest) and meta.get("preset"):
             manifest.preset = str(meta["preset"])
         super().__init__(manifest, threads, precision)
