@@ -18,11 +18,8 @@ One draw of :class:`CameraDegradation` runs, in order (every range a setting, ev
 * **Stages added after protocol v1** (image processor, MJPEG, shuffled order, the point-sampling
   resamplers) are off by default and draw no random numbers when off, so v1 draws are bit-identical.
   ``preset: wide`` (:data:`WIDE`) turns them all on.
-* **Video codecs** through PyAV (``av``: FFmpeg's libx264 and its native MPEG-4 part 2 encoder). The LR
-  face is coded as the P-frame after a one-pixel-shifted I-frame, so it carries inter-frame blocks.
-  Why not OpenCV's ``VideoWriter``: it only writes files (a temp file per face) and the pip wheel
-  has no H.264 encoder. Why not albumentations: it depends on ``opencv-python-headless``, which
-  cannot live beside the ``opencv-python`` the runtime needs.
+* **Video codecs** through PyAV (libx264, MPEG-4 part 2): the LR face is the P-frame after a shifted
+  I-frame, so it carries inter-frame blocks (why PyAV, not OpenCV or albumentations: docs/camera.md).
 
 All functions take and return RGB uint8 arrays. :func:`camera_protocol_lr` is the frozen evaluation
 set: the same faces always get the same degraded LR (``CAMERA_PROTOCOL_VERSION``);
@@ -472,14 +469,10 @@ def video_codec(x: np.ndarray, codec: str, q: int) -> np.ndarray:
 # sharp (σ 0) to blurry drawn independently of the resampler, resamplers with and without a low-pass,
 # the image processor, MJPEG, BSRGAN-style shuffled order beside the fixed chain and second order.
 WIDE: dict = dict(
-    p_clean=0.1,
-    p_blur=0.7, blur_sigma=(0.0, 1.2), p_aniso=0.3, p_motion=0.1, motion_length=(1.0, 3.0),
-    resamplers=ALL_RESAMPLERS,
-    p_noise=0.8, shot_gain=(0.0, 0.3), read_sigma=(0.5, 5.0), p_color_noise=0.5,
+    p_clean=0.1, p_blur=0.7, blur_sigma=(0.0, 1.2), p_aniso=0.3, p_motion=0.1, motion_length=(1.0, 3.0),
+    resamplers=ALL_RESAMPLERS, p_noise=0.8, shot_gain=(0.0, 0.3), read_sigma=(0.5, 5.0), p_color_noise=0.5,
     p_denoise=0.4, p_tone=0.3, p_sharpen=0.5, p_chroma=0.5, chroma_sampling=("420", "422"),
-    p_mjpeg=0.25, p_jpeg=0.4, jpeg_quality=(30, 95), p_codec=0.4,
-    p_second=0.2, p_shuffle=0.2,
-)
+    p_mjpeg=0.25, p_jpeg=0.4, jpeg_quality=(30, 95), p_codec=0.4, p_second=0.2, p_shuffle=0.2)
 CAMERA_PRESETS: dict[str, dict] = {"v1": {}, "wide": WIDE}
 
 # ---------------------------------------------------------------------- the frozen evaluation protocol
@@ -603,6 +596,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
+    raise SystemExit(main())
