@@ -19,7 +19,7 @@ from pkdn_edge.pipeline import FaceResult, FrameResult
 VIEWS = ("auto", "side-by-side", "output", "zoom")
 
 # the zoom panel: one row per super-resolved face, [pkdn-edge SR | plain bicubic], TILE x TILE each
-TILE = 128          # px: the SR output's native size (every shipped engine outputs 128x128)
+TILE = 128          # px: the face's 128x128 region of the SR output, at native resolution
 PAD = 6             # px between tiles, rows and the panel's edges
 LABEL_H = 16        # px of label above each row's tiles
 ROW_H = LABEL_H + TILE + PAD
@@ -182,13 +182,20 @@ class Composer:
             if fr is None:
                 continue
             sr = fr.sr
-            if sr.shape[:2] != (TILE, TILE):  # an engine with another output size: shown at TILE px
+            n = fr.lr.shape[1] if fr.lr is not None else fr.sr.shape[1] / fr.engine_scale
+            k, o = TILE / n, 0.0  # tile px per LR crop px; offset of the tile in SR px
+            if sr.shape[0] > TILE and sr.shape[0] == n * fr.engine_scale:  # a window larger than the face's
+                # 128/s crop (x4: 40 -> 160 px): its middle TILE x TILE, the face region, at native resolution
+                o = (sr.shape[0] - TILE) / 2.0
+                c = int(o)
+                sr, k = sr[c:c + TILE, c:c + TILE], float(fr.engine_scale)
+            elif sr.shape[:2] != (TILE, TILE):  # an engine with another output size: shown at TILE px
                 interp = cv2.INTER_AREA if sr.shape[0] > TILE else cv2.INTER_CUBIC
                 sr = cv2.resize(sr, (TILE, TILE), dst=self._fit[i], interpolation=interp)
             panel[ty:ty + TILE, xs:xs + TILE] = sr
-            # the same aligned region of the input frame, plain bicubic: frame px -> tile px in one warp
-            n = fr.lr.shape[1] if fr.lr is not None else fr.sr.shape[1] / fr.engine_scale
-            A = rescale_matrix(fr.M, 1.0, TILE / n)
+            # the same region of the input frame, plain bicubic: frame px -> tile px in one warp
+            A = rescale_matrix(fr.M, 1.0, k)
+            A[:, 2] -= o
             cv2.warpAffine(frame, A, (TILE, TILE), dst=self._bic[i], flags=cv2.INTER_CUBIC,
                            borderMode=cv2.BORDER_REPLICATE)
             panel[ty:ty + TILE, xb:xb + TILE] = self._bic[i]

@@ -252,3 +252,21 @@ def test_bicubic_engine_tile_matches_sr_tile_geometry():
     assert np.abs(sr - bic).mean() < 6.0
     shifted = np.roll(bic, 4, axis=1)  # a 1-LR-px misregistration would show
     assert np.abs(sr - shifted).mean() > np.abs(sr - bic).mean() + 1.0
+
+
+def test_a_window_larger_than_the_crop_shows_its_middle_at_native_size():
+    """The x4 model is served on a 40x40 window (160x160 out): the SR tile is the output's middle
+    128x128 (the face region, not resampled) and the bicubic tile shows the same region of the frame."""
+    demo = DemoSource(faces=1, frames=2, size=(320, 240), motion=0, noise=0, iod=10.75)
+    pipe = FacePipeline(BicubicEngine(4, lr_size=40), None, canvas=(480, 360))
+    frame = demo.render(0)
+    res = pipe.process(frame, 0.0, detections=[SimpleNamespace(landmarks=demo.landmarks_at(0)[0], score=0.99)])
+    fr = res.faces[0]
+    assert fr.sr.shape == (160, 160, 3)
+    out = Composer("zoom", "t", overlay=False).compose(res, {}, frame=frame)
+    W = res.canvas.shape[1]
+    assert np.array_equal(_tile(out, W, 0, 0), fr.sr[16:144, 16:144])
+    # the bicubic engine's SR is a plain resize of the window: the two tiles show the same pixels
+    sr, bic = _tile(out, W, 0, 0).astype(np.float32), _tile(out, W, 0, 1).astype(np.float32)
+    assert np.abs(sr - bic).mean() < 2.0
+    assert np.abs(sr - np.roll(bic, 4, axis=1)).mean() > np.abs(sr - bic).mean() + 1.0
