@@ -14,10 +14,11 @@ min / median of the whole-loop FPS (the loop's headline ``fps``: everything per 
 processing FPS, the share of frames whose faces were all super-resolved, stage p50s, and the
 median over repeats of the ratio to ``bicubic`` in the same repeat.
 
-Configurations (``--configs``): ``default`` (``--backend auto``: the shipped model), ``bicubic``
-(``--backend bicubic``), ``default_h264`` (default + writing the output view to an H.264 file),
+Configurations (``--configs``): ``default`` (the default loop: ``--backend auto``, ``--scale auto``, the
+default headless view), ``bicubic`` (``--backend bicubic``: the whole frame upscaled, no detector, no face
+path: what the user would otherwise run), ``default_h264`` (default + writing the output view to an H.264 file),
 ``int8`` (``--backend openvino --precision int8``; needs an exported artifact in ./exports).
-All with ``--threads 2 --detect-every 5 --max-faces 3 --headless``. Writes ``webcam.json`` and
+All with ``--threads 2 --detect-every 5 --max-faces 3 --headless`` and otherwise the loop's defaults. Writes ``webcam.json`` and
 ``webcam.md`` to ``--out``. Say what else ran on the machine when you quote the numbers.
 """
 
@@ -45,7 +46,7 @@ CONFIGS = {
     "default_h264": ["--backend", "auto", "--output", "{tmp}/out.mp4", "--encoder", "auto"],
     "int8": ["--backend", "openvino", "--precision", "int8"],
 }
-COMMON = ["--threads", "2", "--detect-every", "5", "--max-faces", "3", "--headless", "--scale", "4"]
+COMMON = ["--threads", "2", "--detect-every", "5", "--max-faces", "3", "--headless"]  # the default scale and view
 
 
 class MemorySource(FrameSource):
