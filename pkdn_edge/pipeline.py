@@ -20,10 +20,12 @@ Per frame (:meth:`FacePipeline.process`), as named stages:
    area-shrunk / bicubic-enlarged to its footprint and placed with a bicubic warp.
 
 Decision rule (:meth:`FacePipeline.choose_scale`, measured in docs/webcam.md): a face with eye distance
-``iod`` (frame px) goes to the engine whose LR template eye distance (x4: 10.75 px, x8: 5.375 px) is
-the largest template it fills at least half of (``MIN_FACE_Q``: x4 down to 5.4 px, x8 below); a face
-more than ``max_face_q`` (1.7) times the largest template (x4: 18.3 px) keeps the plain upscale, as does
-every face when the canvas is not larger than the frame. ``max_face_iod`` (px) overrides that limit; 0 = super-resolve every face.
+``iod`` (frame px) goes to the engine with the largest template it fills at least half of
+(``MIN_FACE_Q``; templates: x4 10.75 px, x8 5.375 px, so x4 down to 5.4 px, x8 below); a face more than
+``max_face_q`` (1.7) times the largest template (x4: 18.3 px) keeps the plain upscale, as does every
+face when the canvas is not larger than the frame (then no detector runs either, unless ``zoom`` is
+set: the zoom view shows the SR faces beside the canvas, so they are super-resolved but not pasted).
+``max_face_iod`` (px) overrides the size limit; 0 = super-resolve every face.
 
 ``plain=True`` runs no face path at all: the canvas is the frame upscaled (``--backend bicubic``, the
 baseline a user would otherwise see).
@@ -215,6 +217,9 @@ class FacePipeline:
         if align not in ALIGN_MODES:
             raise PKDNError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         self.align = align
+        # the faces are also shown at their native size (the zoom view): then SR runs even where the canvas
+        # is not larger than the frame (nothing is pasted there; the view shows the SR faces beside it)
+        self.zoom = False
         self.paste_interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[paste]
         self.plain = bool(plain)
         self.max_face_iod = (float(max_face_q) * max(self.lr_iod.values())) if max_face_iod is None else float(max_face_iod)
@@ -240,7 +245,7 @@ class FacePipeline:
         """The decision rule: the engine scale for a face of ``iod`` frame px (its LR template eye distance
         closest in log-ratio), or 0 = keep the plain upscale: the face is larger than ``max_face_iod``, or
         the canvas (``canvas_scale`` x the frame) is not larger than the frame."""
-        if canvas_scale is not None and canvas_scale <= 1.0:
+        if canvas_scale is not None and canvas_scale <= 1.0 and not self.zoom:
             return 0
         if self.max_face_iod > 0 and iod > self.max_face_iod:
             return 0
@@ -304,7 +309,8 @@ class FacePipeline:
         c = cw / W
         self.canvas_wh = (cw, ch)
         t0 = clock()
-        tracks, detected = ([], False) if self.plain else self._detect_and_track(frame, t, detections, tm)
+        idle = self.plain or (c <= 1.0 and not self.zoom)  # no face path, or nothing it could add
+        tracks, detected = ([], False) if idle else self._detect_and_track(frame, t, detections, tm)
         t2 = clock()
         faces, per_engine, skipped_large = self._align(frame, tracks, c)
         t3 = clock()
@@ -320,7 +326,7 @@ class FacePipeline:
         t5 = clock()
         tm["upscale"] = (t5 - t4) * 1e3
         for fr in faces:
-            if fr.sr is not None:
+            if fr.sr is not None and c > 1.0:  # a canvas no larger than the frame: the zoom view shows them
                 fr.paste = self._paste(canvas, fr, c, keep_base)
         t6 = clock()
         tm["paste"] = (t6 - t5) * 1e3

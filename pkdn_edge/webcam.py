@@ -310,6 +310,7 @@ class WebcamLoop:
         tm["stats"] = _timed(lambda: self.stats.measure(res, truth_landmarks(self.source, index)))
         ts = time.perf_counter()
         shown = self.composer.compose(res, tm, frame=image)
+        self.pipe.zoom = self.composer.view == "zoom"  # decided on the first frame: SR faces for the panel too
         tm["compose"] = (time.perf_counter() - ts) * 1e3
         tm["encode"] = _timed(lambda: self._write(shown))
         why = ""

@@ -158,3 +158,22 @@ def test_fidelity_rendering_is_deterministic(condition):
     ox, oy = a.region[0] - lf.REGION[0], a.region[1] - lf.REGION[1]
     assert np.array_equal(a.hr[oy : oy + 128, ox : ox + 128], face)
     assert np.allclose(a.landmarks, (TEMPLATE_128 + [ox, oy] + 0.5) / 4 - 0.5)
+
+
+def test_a_canvas_no_larger_than_the_frame_runs_no_face_path_unless_the_zoom_view_shows_it():
+    f = _frame(480, 640)
+    lm = _landmarks(10.75, centre=(300.0, 200.0))
+    calls = []
+
+    class Det:
+        def detect(self, frame):
+            calls.append(1)
+            return [_face(lm)]
+
+    p = FacePipeline({4: SharpenEngine(4, lr_size=40)}, Det(), canvas=(640, 480))
+    r = p.process(f, 0.0)
+    assert not calls and r.faces == [] and np.array_equal(r.canvas, f)  # nothing the canvas could show
+    p.zoom = True
+    r = p.process(f, 1 / 30)
+    assert calls and r.faces[0].engine_scale == 4 and r.faces[0].sr is not None  # SR'd for the zoom panel
+    assert r.faces[0].paste is None and np.array_equal(r.canvas, f)  # ... but not pasted
