@@ -623,3 +623,42 @@ def test_openvino_load_error_keeps_its_reason(tmp_path):
         load_engine(art, backend="openvino", threads=1)
     msg = str(e.value)
     assert "Unable to read the model" in msg and "\n" not in msg and not msg.rstrip().endswith(":")
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_train_without_config_or_settings_is_refused(role, capsys, monkeypatch):
+    """`pkdn-train teacher` with nothing else used to start a default run silently (minutes of landmark
+    caching, no output); now it is one error line naming what to give, and nothing starts."""
+    from pkdn_edge.train import cli as train_cli
+    from pkdn_edge.train import loop
+
+    monkeypatch.setattr(loop, "Trainer", lambda *a, **k: pytest.fail("a run started"))
+    rc = train_cli.main([role])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and "--config" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_weights_in_external_files_are_refused(tmp_path, backend):
+    """Every file a runtime reads is listed and hashed: an ONNX model whose weights sit in external data
+    files beside it (read by the runtime, unlisted) is refused in one line instead of loading them."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip(backend)
+    import hashlib
+    import shutil
+
+    from pkdn_edge.engines import load_engine
+
+    src = Path(__file__).resolve().parent.parent / "pkdn_edge" / "weights" / "onnx_fp32_x8"
+    art = tmp_path / "art"
+    shutil.copytree(src, art)
+    m = onnx.load(str(art / "model.onnx"))
+    onnx.save_model(m, str(art / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.data", size_threshold=0)
+    man = json.loads((art / "manifest.json").read_text())
+    man["files"]["model.onnx"] = hashlib.sha256((art / "model.onnx").read_bytes()).hexdigest()
+    (art / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(PKDNError, match="external data") as e:
+        load_engine(art, backend=backend, threads=1)
+    assert "\n" not in str(e.value)
+    load_engine(src, backend=backend, threads=1)  # the shipped, self-contained model loads

@@ -33,7 +33,11 @@ def _train(role: str, args: argparse.Namespace) -> int:
 
     _sigterm_as_interrupt()
 
+    if not args.config and not args.set:  # every default: a long run nobody asked for (issue 30)
+        raise PKDNError(f"pkdn-train {role} needs --config CONFIG (see train/configs/) or --set KEY=VALUE ...; "
+                        f"to train with every default, say so: --set out=runs/{role}")
     cfg = load_config(args.config, args.set, role=role)
+    print(f"pkdn-train {role}: x{cfg.scale}, {cfg.steps} steps on {cfg.data} -> {cfg.out}", file=sys.stderr, flush=True)
     summary = Trainer(cfg).run(max_minutes=args.max_minutes, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0

@@ -299,6 +299,17 @@ def load_engine(artifact: str | Path, backend: str | None = None, threads: int =
     return engine
 
 
+def external_data_hint(exc: BaseException, reason: str | None = None) -> str:
+    """A runtime's load error in one line; for an ONNX model that keeps its weights in external files
+    (which it reads beside the model, outside the manifest's hashed list), say so."""
+    text = reason if reason is not None else (str(exc).splitlines() or [type(exc).__name__])[0]
+    if "external" in str(exc).lower():
+        return ("the model stores its weights in external data files; a pkdn-edge artifact holds them in the "
+                f"listed model file (re-export it, or save it with onnx.save_model(..., save_as_external_data=False)) "
+                f"({text[:200]})")
+    return text
+
+
 def check_precision(manifest: Manifest, precision: str | None, backend: str, allowed_hints: tuple[str, ...] = ()) -> None:
     """Refuse a requested precision that the artifact does not have (except backend hints)."""
     if precision is None or precision == manifest.precision or precision in allowed_hints:

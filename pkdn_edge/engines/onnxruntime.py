@@ -14,7 +14,7 @@ import numpy as np
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import Manifest
 
-from .base import Engine, check_precision
+from .base import Engine, check_precision, external_data_hint
 
 
 class OnnxRuntimeEngine(Engine):
@@ -35,11 +35,11 @@ class OnnxRuntimeEngine(Engine):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         path = manifest.path(model_file)
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts,
+        try:  # from its bytes: only the listed, hashed file is read (no external-data files beside it)
+            self.session = ort.InferenceSession(path.read_bytes(), sess_options=opts,
                                                 providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise PKDNError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
+            raise PKDNError(f"onnxruntime cannot load {path}: {external_data_hint(exc)}") from None
         names = [i.name for i in self.session.get_inputs()]
         if manifest.input_name not in names:
             raise PKDNError(f"{path} has inputs {names}, the manifest says {manifest.input_name!r}")

@@ -20,7 +20,7 @@ from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import Manifest
 from pkdn_edge.telemetry import import_openvino
 
-from .base import Engine, check_precision
+from .base import Engine, check_precision, external_data_hint
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 MAX_CACHED_BATCHES = 8
@@ -57,10 +57,10 @@ class OpenVinoEngine(Engine):
         self.config.update(config or {})
         self.core = ov.Core()
         path = manifest.path(model_file)
-        try:
-            self.model = self.core.read_model(str(path))
+        try:  # an ONNX model from its bytes: no external-data file beside it is read (IR: its listed .bin)
+            self.model = self.core.read_model(path.read_bytes() if path.suffix == ".onnx" else str(path))
         except Exception as exc:
-            raise PKDNError(f"openvino cannot read {path}: {ov_reason(exc)}") from None
+            raise PKDNError(f"openvino cannot read {path}: {external_data_hint(exc, ov_reason(exc))}") from None
         names = set().union(*(i.get_names() for i in self.model.inputs))
         if manifest.input_name not in names:
             raise PKDNError(f"{path} has inputs {sorted(names)}, the manifest says {manifest.input_name!r}")
