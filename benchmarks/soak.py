@@ -142,6 +142,29 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(records: list[dict], path: Path) -> bool:
+    """RSS (MB) over minutes, one line per path, to ``path`` (PNG); False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    for r in records:
+        t = [x[0] / 60.0 for x in r["rss"]]  # samples are (seconds, MB)
+        ax.plot(t, [x[1] for x in r["rss"]], label=f"{r['path']} ({r['slope_mb_per_min']} MB/min)")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("RSS (MB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Soak benchmark of the webcam loop: RSS over time, SR and bicubic paths.")
     p.add_argument("--minutes", type=float, default=30.0, help="minutes per path (default 30)")
@@ -174,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     md = (f"# Soak: webcam loop RSS over time\n\nSource `{args.source}` (looped), {args.minutes:g} min per path, "
           f"RSS every {args.interval:g} s; slope = least squares. `python benchmarks/soak.py "
           f"--minutes {args.minutes:g}`.\n\n{table(records)}\n")
+    if plot(records, args.out / "soak_rss.png"):
+        md += "\n![RSS over time](soak_rss.png)\n"
     (args.out / "soak.md").write_text(md)
     print(table(records))
     print(f"wrote {args.out / 'soak.md'} and {args.out / 'soak.json'}")
