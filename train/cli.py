@@ -37,7 +37,6 @@ def _train(role: str, args: argparse.Namespace) -> int:
         raise PKDNError(f"pkdn-train {role} needs --config CONFIG (see train/configs/) or --set KEY=VALUE ...; "
                         f"to train with every default, say so: --set out=runs/{role}")
     cfg = load_config(args.config, args.set, role=role)
-    print(f"pkdn-train {role}: x{cfg.scale}, {cfg.steps} steps on {cfg.data} -> {cfg.out}", file=sys.stderr, flush=True)
     summary = Trainer(cfg).run(max_minutes=args.max_minutes, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0
