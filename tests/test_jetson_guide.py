@@ -190,10 +190,12 @@ def check_cli(cmd: Command, module: str, args: list[str]) -> list[str]:
 def _build_command_candidates(gen: str) -> set[tuple[str, ...]]:
     tte = pytest.importorskip("pkdn_edge.export.tensorrt_export", reason="comparing with BUILD.md needs the "
                                                                           "export extra (pkdn-edge[export])")
+    from pkdn_edge.pretrained import serve_window
+
     cands = set()
     for precision in ("fp32", "fp16", "int8"):
         for batch in (1, None):
-            for lr in ((32, 32), (16, 16)):
+            for lr in {(serve_window(s),) * 2 for s in (4, 8)} | {(32, 32), (16, 16)}:  # served and training crops
                 toks = shlex.split(tte.build_commands(precision, batch, lr)[gen])
                 cands.add(tuple(sorted([Path(toks[0]).name] + toks[1:])))
     return cands
