@@ -9,7 +9,9 @@ Per frame (:meth:`FacePipeline.process`), as named stages:
    (the decision rule below) and is cut out of the frame. ``align="native"`` (default): an
    **integer-pixel** n x n window of the frame, centred where the 5-point template puts the crop centre,
    at the frame's own resolution: no resampling at all, so the model sees the camera's pixels. The face
-   keeps its size and roll (the models tolerate both; docs/webcam.md has the measurements).
+   keeps its size and roll (the models tolerate both; docs/webcam.md has the measurements). n is the
+   engine's input side (x4: 40, 1.25x its 32x32 training crop, so the whole head is in view); the
+   template is placed at the training crop's scale in the middle of it;
    ``align="template"``: the old path (a similarity warp onto the template), kept as a diagnostic;
 3. **sr**: all faces of an engine in ONE batch;
 4. **upscale**: the whole frame resized to the canvas (bicubic: exactly what a user sees without
@@ -25,7 +27,8 @@ Decision rule (:meth:`FacePipeline.choose_scale`, measured in docs/webcam.md): a
 ``max_face_q`` (1.7) times the largest template (x4: 18.3 px) keeps the plain upscale, as does every
 face when the canvas is not larger than the frame (then no detector runs either, unless ``zoom`` is
 set: the zoom view shows the SR faces beside the canvas, so they are super-resolved but not pasted).
-``max_face_iod`` (px) overrides the size limit; 0 = super-resolve every face.
+``max_face_iod`` (px) overrides the size limit; 0 = super-resolve every face. Faces smaller than
+``SMALL_FACE_Q`` (0.7) x their template are pasted at half weight (the model is least sure there).
 
 ``plain=True`` runs no face path at all: the canvas is the frame upscaled (``--backend bicubic``, the
 baseline a user would otherwise see).
