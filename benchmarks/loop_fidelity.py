@@ -18,8 +18,8 @@ over the **whole LR frame upscaled bicubically** (what the user would otherwise 
 * ``+ landmark jitter``: detector-like noise on the landmarks (``--jitter`` x the eye distance);
 * ``canvas 1/2``: a display-limited canvas at half the engine scale (compared at that size).
 
-The model is the shipped student's checkpoint in PyTorch (any window), so this needs the ``train``
-extra. The rendering (:func:`render_scene`) is deterministic (a test pins it).
+The model is the shipped student's checkpoint on the ``torch`` backend (any window: ``window=``), so
+this needs the ``train`` extra. The rendering (:func:`render_scene`) is deterministic (a test pins it).
 
     python benchmarks/loop_fidelity.py --scales 4 8 --out reports/loop_fidelity
 """
@@ -94,24 +94,6 @@ def ypsnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0 ** 2 / max(np.mean((ya - yb) ** 2), 1e-10)))
 
 
-class TorchWindowEngine:
-    """A PKDN checkpoint on an n x n window (the models are fully convolutional)."""
-
-    def __init__(self, model, scale: int, window: int) -> None:
-        self.model, self.scale, self.lr_size, self.name = model, scale, (window, window), f"torch x{scale} {window}"
-
-    def warmup(self) -> None:
-        pass
-
-    def run(self, faces: np.ndarray) -> np.ndarray:
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(np.asarray(faces)[..., ::-1])).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            y = self.model(x)
-        return np.ascontiguousarray((y.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()[..., ::-1])
-
-
 STEPS = [  # (name, pipeline settings, window factor, jitter, canvas fraction)
     ("template crop, 32 window, bilinear paste (before)", dict(align="template", paste="linear"), 1.0, False, 1.0),
     ("native crop", dict(align="native", paste="linear"), 1.0, False, 1.0),
@@ -149,12 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/loop_fidelity")
     args = p.parse_args(argv)
-    import torch
-
-    from pkdn_edge.models.checkpoint import load_model
+    from pkdn_edge.engines import load_engine
     from pkdn_edge.pretrained import pretrained_path, serve_window
 
-    torch.set_num_threads(1)
     files = sorted(Path(args.faces).glob("*.png"))
     if not files:
         print(f"error: no faces in {args.faces}", file=sys.stderr)
@@ -163,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rows = []
     for s in args.scales:
-        model = load_model(pretrained_path(s))[0].eval()
-        engines = {f: TorchWindowEngine(model, s, int(round(128 // s * f))) for f in (1.0, 1.25)}
-        engines["serve"] = TorchWindowEngine(model, s, serve_window(s))  # the default loop's window
+        ckpt = pretrained_path(s)
+        engines = {f: load_engine(ckpt, backend="torch", threads=1, window=int(round(128 // s * f)))
+                   for f in (1.0, 1.25)}
+        engines["serve"] = load_engine(ckpt, backend="torch", threads=1, window=serve_window(s))  # the default loop's
         for cond in args.conditions:
             res: dict[str, list[float]] = {"face level": []}
             plain_all: dict[str, list[float]] = {}

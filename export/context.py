@@ -75,12 +75,12 @@ class ExportContext:
 
             c = self.calib
             fs = calibration_faces(c.folder, c.size, c.select_size, synthetic=c.synthetic)
-            calib, select = _pad_hr(fs.calib, self.lr_size, self.scale), _pad_hr(fs.select, self.lr_size, self.scale)
+            calib, select = pad_hr(fs.calib, self.lr_size, self.scale), pad_hr(fs.select, self.lr_size, self.scale)
             self._faces = (to_lr(calib, self.scale), select, fs.source)
         return self._faces
 
 
-def _pad_hr(hr: np.ndarray, lr_size: tuple[int, int], scale: int) -> np.ndarray:
+def pad_hr(hr: np.ndarray, lr_size: tuple[int, int], scale: int) -> np.ndarray:
     """(N,128,128,3) HR faces mirrored out to the input window x scale (a window larger than the
     training crop: the face in the middle, as the loop cuts it)."""
     ph, pw = lr_size[0] * scale - hr.shape[1], lr_size[1] * scale - hr.shape[2]

@@ -106,9 +106,9 @@ def compare_outputs(ref: np.ndarray, out: np.ndarray, hr: np.ndarray, precision:
 def verify_engine(engine: Any, model: torch.nn.Module, hr: np.ndarray, faces: str,
                   ref: np.ndarray | None = None, note: str = "") -> Parity:
     """Run ``engine`` (an :class:`pkdn_edge.engines.Engine`) and ``model`` on ``hr`` faces and compare."""
-    from .context import _pad_hr
+    from .context import pad_hr
 
-    hr = _pad_hr(hr, tuple(engine.lr_size), engine.scale)  # a window larger than the crop: the face mirrored out
+    hr = pad_hr(hr, tuple(engine.lr_size), engine.scale)  # a window larger than the crop: the face mirrored out
     lr = to_lr(hr, engine.scale)
     ref = torch_outputs(model, lr) if ref is None else ref
     out = engine.run_tensor(lr)

@@ -231,6 +231,7 @@ class FacePipeline:
         tk.setdefault("max_faces", self.max_faces)
         self.tracker = FaceTracker(detect_every=detect_every, smooth=smoothing, **tk)
         self.feather = feather
+        self._small_masks: dict[tuple, np.ndarray] = {}
         self._lr_buf = {s: np.empty((self.max_faces, n, n, 3), np.uint8) for s, n in self.lr_sizes.items()}
         self._canvas: np.ndarray | None = None
         self._frame_hw: tuple[int, int] | None = None
@@ -239,10 +240,17 @@ class FacePipeline:
         self.max_iod_seen = 0.0
 
     # -- helpers --------------------------------------------------------------------------------
-    def _mask(self, h: int, w: int) -> np.ndarray:
-        """Feathered blend mask of an (h, w) SR face (cached by :func:`~pkdn_edge.face.align.feather_mask`)."""
+    def _mask(self, h: int, w: int, small: bool = False) -> np.ndarray:
+        """Feathered blend mask of an (h, w) SR face (cached by :func:`~pkdn_edge.face.align.feather_mask`);
+        ``small``: the same at ``SMALL_FACE_WEIGHT`` (cached here: no allocation per frame)."""
         f = self.feather if self.feather is not None else 0.05 * min(h, w)
-        return feather_mask((h, w), f)
+        m = feather_mask((h, w), f)
+        if not small:
+            return m
+        key = (h, w, f)
+        if key not in self._small_masks:
+            self._small_masks[key] = m * np.float32(SMALL_FACE_WEIGHT)
+        return self._small_masks[key]
 
     def choose_scale(self, iod: float, canvas_scale: float | None = None) -> int:
         """The decision rule: the engine scale for a face of ``iod`` frame px (its LR template eye distance
@@ -397,9 +405,7 @@ class FacePipeline:
     def _paste(self, canvas: np.ndarray, fr: FaceResult, canvas_scale: float, keep_base: bool) -> Pasted | None:
         """Blend one SR face into the canvas where its crop came from."""
         A = self.canvas_matrix(fr.M, fr.engine_scale, canvas_scale)
-        mask = self._mask(*fr.sr.shape[:2])
-        if fr.iod < SMALL_FACE_Q * self.lr_iod[fr.engine_scale]:
-            mask = mask * np.float32(SMALL_FACE_WEIGHT)
+        mask = self._mask(*fr.sr.shape[:2], small=fr.iod < SMALL_FACE_Q * self.lr_iod[fr.engine_scale])
         return blend_face(canvas, fr.sr, A, mask=mask, keep_base=keep_base, interpolation=self.paste_interp)
 
     def warmup(self, frame_size: tuple[int, int] = (640, 480)) -> None:

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pkdn_edge.engines import load_engine
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.export.cli import main as cli_main
-from pkdn_edge.export.context import CalibOptions, _pad_hr
+from pkdn_edge.export.context import CalibOptions, pad_hr
 from pkdn_edge.export.data import synthetic_faces, to_lr
 from pkdn_edge.export.exporter import run_export
 from pkdn_edge.export.formats import FORMATS, TARGETS
@@ -174,7 +174,7 @@ def test_tensorrt_int8_onnx_passes_the_lint_and_runs_in_ort_and_openvino(trt_int
     assert "--int8" in m.extras["build_commands"]["10"] and "--int8" not in m.extras["build_commands"]["11"]
     assert "--minShapes=lr:1x3x40x40" in m.extras["build_commands"]["10"]
     assert (trt_int8.out / "BUILD.md").is_file()
-    hr = _pad_hr(synthetic_faces(8, seed=5), (40, 40), 4)  # the artifact's 40x40 window at x4
+    hr = pad_hr(synthetic_faces(8, seed=5), (40, 40), 4)  # the artifact's 40x40 window at x4
     model, _ = load_model(tmp / "w.pt")
     ref = torch_outputs(model, to_lr(hr, 4))
     outs = {}
