@@ -66,7 +66,8 @@ BACKENDS: dict[str, BackendInfo] = {
 DEFAULT_BACKEND = {b.targets[0]: name for name, b in BACKENDS.items()}
 
 
-def _has(package: str) -> bool:
+def module_available(package: str) -> bool:
+    """Whether ``package`` can be imported here (cheap: nothing is imported)."""
     try:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
@@ -75,7 +76,7 @@ def _has(package: str) -> bool:
 
 def available_backends() -> list[str]:
     """Backends whose Python package is importable here (cheap: nothing is imported)."""
-    return [name for name, b in BACKENDS.items() if _has(b.package)]
+    return [name for name, b in BACKENDS.items() if module_available(b.package)]
 
 
 def missing_backend_error(name: str, purpose: str = "") -> MissingDependencyError:
@@ -291,7 +292,7 @@ def load_engine(artifact: str | Path, backend: str | None = None, threads: int =
             raise PKDNError(f"backend {backend} cannot run a {manifest.target} artifact ({path}); "
                             f"use backend {own} or export for target {BACKENDS[backend].targets[0]}")
     info = BACKENDS[backend]
-    if not _has(info.package):
+    if not module_available(info.package):
         raise missing_backend_error(backend)
     module = importlib.import_module(info.module)
     engine = module.open_engine(path if manifest is None else manifest, threads=threads, precision=precision, **options)
