@@ -71,7 +71,8 @@ def evaluate(weights: Path, protocols: list[str], out: Path, faces: str) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=int, choices=(4, 8), default=4)
     p.add_argument("--steps", type=int, default=600, help="fine-tuning steps per run")
     p.add_argument("--families", nargs="+", choices=sorted(WITHOUT), default=list(WITHOUT))
@@ -84,23 +85,29 @@ def main(argv: list[str] | None = None) -> int:
 
     with_all = train("with_all", config(args.scale, {}, args.steps, root / "with_all", args.data), root)
     base = evaluate(with_all, args.families, root / "eval_with_all", args.faces)
-    shipped = evaluate(Path(f"pkdn_edge/weights/pkdn_edge_x{args.scale}.pt"), args.families, root / "eval_shipped", args.faces)
+    shipped_weights = Path(f"pkdn_edge/weights/pkdn_edge_x{args.scale}.pt")
+    shipped = evaluate(shipped_weights, args.families, root / "eval_shipped", args.faces)
     rows = []
     for fam in args.families:
-        w = train(f"without_{fam}", config(args.scale, WITHOUT[fam], args.steps, root / f"without_{fam}", args.data), root)
+        cfg = config(args.scale, WITHOUT[fam], args.steps, root / f"without_{fam}", args.data)
+        w = train(f"without_{fam}", cfg, root)
         gain = evaluate(w, [fam], root / f"eval_without_{fam}", args.faces)[fam]
-        rows.append({"family": fam, "shipped": shipped[fam], "with": base[fam], "without": gain, "loss": base[fam] - gain})
+        rows.append({"family": fam, "shipped": shipped[fam], "with": base[fam], "without": gain,
+                     "loss": base[fam] - gain})
         print(f"{fam}: with {base[fam]:+.2f}  without {gain:+.2f}  loss {base[fam] - gain:+.2f} dB", flush=True)
 
     mean_loss = sum(r["loss"] for r in rows) / len(rows)
     lines = [f"Leave-one-family-out, ×{args.scale}, {args.steps} fine-tuning steps from the shipped camera student "
-             f"(`python benchmarks/leave_one_family_out.py --scale {args.scale} --steps {args.steps} --out {args.out}`). "
+             f"(`python benchmarks/leave_one_family_out.py --scale {args.scale} --steps {args.steps} "
+             f"--out {args.out}`). "
              "Gain over bicubic of the same LR on the family's frozen protocol (81 eval faces, dB).", "",
              "| family | shipped student | fine-tune with F | fine-tune without F | loss |", "|---|---|---|---|---|"]
-    lines += [f"| {r['family']} | {r['shipped']:+.2f} | {r['with']:+.2f} | {r['without']:+.2f} | {r['loss']:+.2f} |" for r in rows]
+    lines += [f"| {r['family']} | {r['shipped']:+.2f} | {r['with']:+.2f} | {r['without']:+.2f} | {r['loss']:+.2f} |"
+              for r in rows]
     lines += ["", f"Mean loss: {mean_loss:+.2f} dB."]
     (root / "lofo.md").write_text("\n".join(lines) + "\n")
-    (root / "lofo.json").write_text(json.dumps({"scale": args.scale, "steps": args.steps, "rows": rows, "mean_loss": mean_loss}, indent=2))
+    summary = {"scale": args.scale, "steps": args.steps, "rows": rows, "mean_loss": mean_loss}
+    (root / "lofo.json").write_text(json.dumps(summary, indent=2))
     print("\n".join(lines))
     return 0
 
