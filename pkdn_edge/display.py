@@ -52,12 +52,53 @@ def display_available() -> bool:
     return True
 
 
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+MARGIN = 10         # px from the frame's left and right edges to the overlay text
+
+
+def _thickness(scale: float) -> int:
+    return max(1, int(round(scale * 2)))
+
+
+def text_width(text: str, scale: float) -> int:
+    """Width in px of ``text`` drawn by :func:`_put` at ``scale`` (its dark outline included)."""
+    return cv2.getTextSize(text, FONT, scale, _thickness(scale) + 2)[0][0]
+
+
+def fit_text(text: str, width: int, scale: float) -> list[tuple[str, float]]:
+    """``text`` as (line, font scale) pairs that fit ``width`` px: broken at `` | `` (then at spaces)
+    where it is too wide, and a word wider than the width on its own drawn smaller. A text that fits
+    is one line at ``scale``."""
+    if text_width(text, scale) <= width:
+        return [(text, scale)]
+    lines: list[tuple[str, float]] = []
+    for part in text.split(" | "):
+        line = ""
+        for word in part.split(" "):
+            wider = f"{line} {word}" if line else word
+            if not line or text_width(wider, scale) <= width:
+                line = wider
+                continue
+            lines.append((line, scale))
+            line = word
+        lines.append((line, scale))
+    return [(t, s if text_width(t, s) <= width else s * width / text_width(t, s)) for t, s in lines]
+
+
 def _put(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=(255, 255, 255)) -> None:
-    """Outlined overlay text. Plain 8-connected strokes: antialiased ones cost ~5x more (about 2 ms a
-    frame on a 1080p canvas on 2 cores), and the dark outline hides the jaggies."""
-    th = max(1, int(round(scale * 2)))
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), th + 2, cv2.LINE_8)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, th, cv2.LINE_8)
+    """Outlined overlay text. Plain 8-connected strokes: antialiased ones cost several times more,
+    and the dark outline hides the jaggies."""
+    th = _thickness(scale)
+    cv2.putText(img, text, org, FONT, scale, (0, 0, 0), th + 2, cv2.LINE_8)
+    cv2.putText(img, text, org, FONT, scale, color, th, cv2.LINE_8)
+
+
+def _put_fitted(img: np.ndarray, text: str, x: int, y: int, line_h: int, scale: float) -> int:
+    """``text`` at (x, y), wrapped to the image width (:func:`fit_text`); returns the next line's y."""
+    for line, s in fit_text(text, img.shape[1] - x - MARGIN, scale):
+        _put(img, line, (x, y), s)
+        y += line_h
+    return y
 
 
 def _label(img: np.ndarray, text: str, org: tuple[int, int], color) -> None:
@@ -135,13 +176,14 @@ class Composer:
             lh = int(32 * s)
             e2e = self.ema.get("e2e", 0.0)
             fps = 1000.0 / self.loop_ema if self.loop_ema > 0 else 0.0
-            _put(img, f"{self.label} | {fps:.1f} FPS (whole loop) | faces {len(res.faces)}", (10, lh), s)
+            y = _put_fitted(img, f"{self.label} | {fps:.1f} FPS (whole loop) | faces {len(res.faces)}",
+                            MARGIN, lh, lh, s)
             stages = " ".join(f"{k} {self.ema.get(k, 0):.1f}" for k in ("capture", "detect", "track", "align",
                                                                          "sr", "upscale", "paste"))
-            _put(img, f"{stages} | e2e {e2e:.1f} ms", (10, 2 * lh), s * 0.8)
+            _put_fitted(img, f"{stages} | e2e {e2e:.1f} ms", MARGIN, y, lh, s * 0.8)
             if self.view == "side-by-side":
-                _put(out, "input bicubic", (10, H - lh // 2), s, (200, 200, 255))
-                _put(out, "pkdn-edge", (W + 10, H - lh // 2), s, (200, 255, 200))
+                _put(out, "input bicubic", (MARGIN, H - lh // 2), s, (200, 200, 255))
+                _put(out, "pkdn-edge", (W + MARGIN, H - lh // 2), s, (200, 255, 200))
             elif self.view == "zoom":  # which face on the canvas each row shows
                 for fr in res.faces:
                     if fr.paste is not None and _tiled(fr):

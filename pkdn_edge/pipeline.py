@@ -1,62 +1,54 @@
-"""Video face super-resolution: detect/track -> smooth -> crop each face for the engine whose
-template fits it -> SR (one batch per engine) -> paste back into the upscaled frame.
+"""Video face super-resolution: :class:`FacePipeline` turns one camera frame into the output canvas.
 
-Per frame (:meth:`FacePipeline.process`), as named stages:
+Per frame (:meth:`FacePipeline.process`), in named stages, each timed (ms) under its name in
+:attr:`FrameResult.timings` (:data:`STAGES`, plus their sum ``total``):
 
-1. **detect** / **track** (:meth:`_detect_and_track`): the detector every ``detect_every`` frames, optical
-   flow, association, One-Euro landmark smoothing in between (:mod:`pkdn_edge.face.tracking`);
-2. **align** (:meth:`_align`): each face goes to the engine chosen by :meth:`FacePipeline.choose_scale`
-   (the decision rule below) and is cut out of the frame. ``align="native"`` (default): an
-   **integer-pixel** n x n window of the frame, centred where the 5-point template puts the crop centre,
-   at the frame's own resolution: no resampling at all, so the model sees the camera's pixels. The face
-   keeps its size and roll (the models tolerate both; docs/webcam.md has the measurements). n is the
-   engine's input side (x4: 40, 1.25x its 32x32 training crop, so the whole head is in view); the
-   template is placed at the training crop's scale in the middle of it;
-   ``align="template"``: the old path (a similarity warp onto the template), kept as a diagnostic;
-3. **sr**: all faces of an engine in ONE batch;
-4. **upscale**: the whole frame resized to the canvas (bicubic: exactly what a user sees without
-   pkdn-edge) into a reused buffer. The canvas is the frame x the smallest engine scale, or with
-   ``canvas=(W, H)`` at most that size (never smaller than the frame, :func:`canvas_size`);
-5. **paste** (:meth:`_paste`): each SR face is blended back with a feathered mask. With a native crop
-   on a canvas at the engine's scale this is an exact integer placement; otherwise the face is
-   area-shrunk / bicubic-enlarged to its footprint and placed with a bicubic warp.
+* ``detect`` (:meth:`~FacePipeline.detect_faces`): the detector, every ``detect_every`` frames;
+* ``track`` (:meth:`~FacePipeline.track_faces`): association, optical flow and landmark smoothing in
+  between (:mod:`pkdn_edge.face.tracking`);
+* ``align`` (:meth:`~FacePipeline.align_faces`): each face goes to the engine the decision rule
+  (:meth:`~FacePipeline.choose_scale`) picks, or to none, and is cut out of the frame: by default an
+  integer-pixel window at the frame's own resolution, no resampling (``align="native"``);
+* ``sr`` (:meth:`~FacePipeline.super_resolve`): all faces of an engine in one batch;
+* ``upscale`` (:meth:`~FacePipeline.upscale`): the whole frame resized to the canvas (what a user sees
+  without pkdn-edge);
+* ``paste`` (:meth:`~FacePipeline.paste_faces`): each SR face blended back with a feathered mask.
 
-Decision rule (:meth:`FacePipeline.choose_scale`, measured in docs/webcam.md): a face with eye distance
-``iod`` (frame px) goes to the engine with the largest template it fills at least half of
-(``MIN_FACE_Q``; templates: x4 10.75 px, x8 5.375 px, so x4 down to 5.4 px, x8 below); a face more than
-``max_face_q`` (1.7) times the largest template (x4: 18.3 px) keeps the plain upscale, as does every
-face when the canvas is not larger than the frame (then no detector runs either, unless ``zoom`` is
-set: the zoom view shows the SR faces beside the canvas, so they are super-resolved but not pasted).
-``max_face_iod`` (px) overrides the size limit; 0 = super-resolve every face. Faces smaller than
-``SMALL_FACE_Q`` (0.7) x their template are pasted at half weight (the model is least sure there).
-
-``plain=True`` runs no face path at all: the canvas is the frame upscaled (``--backend bicubic``, the
-baseline a user would otherwise see).
-
-Timing (``time.perf_counter``, ms) per stage: ``detect``, ``track``, ``align``, ``sr``, ``upscale``,
-``paste`` and ``total``. Runs without torch: numpy + cv2 + whatever the engine needs.
+``plain=True`` runs only ``upscale`` (``--backend bicubic``: the baseline). Why the thresholds are
+what they are: docs/webcam.md (the decision rule). Runs without torch: numpy + cv2 + the engine's backend.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.errors import PKDNError
-from pkdn_edge.face.align import (TEMPLATE_128, Pasted, blend_face, feather_mask, footprint, inverse_matrix,
-                                  rescale_matrix, template, umeyama_similarity, warp_face)
+from pkdn_edge.face.align import (
+    TEMPLATE_128,
+    Pasted,
+    blend_face,
+    feather_mask,
+    footprint,
+    inverse_matrix,
+    rescale_matrix,
+    template,
+    umeyama_similarity,
+    warp_face,
+)
 from pkdn_edge.face.tracking import FaceTracker, Track, interocular
+from pkdn_edge.stagetimer import StageTimer
 
 __all__ = [
     "FacePipeline",
     "FrameResult",
     "FaceResult",
-    "BicubicEngine",
+    "BicubicEngine",  # re-exported: it lives in pkdn_edge.engines.bicubic
     "STAGES",
     "SR_IOD",
     "MAX_FACE_Q",
@@ -99,35 +91,6 @@ def canvas_size(frame_wh: tuple[int, int], scale: float, limit: tuple[int, int] 
         c = max(1.0, min(c, lw / W, lh / H))
     cw = max(1, int(round(W * c)))
     return cw, max(1, int(round(H * cw / W)))
-
-
-class BicubicEngine:
-    """A bicubic "engine" for the face path (``--backend bicubic-face``): same interface as
-    :func:`pkdn_edge.engines.load_engine`'s engines, upscales each LR face crop with
-    ``cv2.resize(INTER_CUBIC)``. A diagnostic of the face path (crop, paste, blend) and a test double;
-    the baseline a user sees is the plain frame upscale (``FacePipeline(plain=True)``)."""
-
-    backend = "bicubic-face"
-    precision = "none"
-
-    def __init__(self, scale: int = 4, lr_size: int | None = None) -> None:
-        if scale not in (2, 4, 8):
-            raise PKDNError("bicubic engine: scale must be 2, 4 or 8")
-        self.scale = int(scale)
-        n = int(lr_size or 128 // self.scale)
-        self.lr_size = (n, n)
-        self.name = f"bicubic x{self.scale}"
-
-    def warmup(self) -> None:
-        pass
-
-    def run(self, faces: np.ndarray) -> np.ndarray:
-        faces = np.asarray(faces)
-        n, h, w = faces.shape[:3]
-        out = np.empty((n, h * self.scale, w * self.scale, 3), np.uint8)
-        for i in range(n):
-            cv2.resize(faces[i], (w * self.scale, h * self.scale), dst=out[i], interpolation=cv2.INTER_CUBIC)
-        return out
 
 
 def _engine_lr(engine: Any) -> int:
@@ -225,7 +188,8 @@ class FacePipeline:
         self.zoom = False
         self.paste_interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[paste]
         self.plain = bool(plain)
-        self.max_face_iod = (float(max_face_q) * max(self.lr_iod.values())) if max_face_iod is None else float(max_face_iod)
+        largest = max(self.lr_iod.values())
+        self.max_face_iod = float(max_face_q) * largest if max_face_iod is None else float(max_face_iod)
         self.upscale_interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR}[upscale]
         tk = dict(tracker_kwargs or {})
         tk.setdefault("max_faces", self.max_faces)
@@ -313,58 +277,50 @@ class FacePipeline:
                 keep_base: bool = True) -> FrameResult:
         """Process one BGR uint8 frame taken at time ``t`` (s). ``detections`` overrides the
         detector on this frame (tests). Returns the output canvas (reused buffer) and per-face info."""
-        tm: dict[str, float] = {k: 0.0 for k in STAGES}
-        clock = time.perf_counter
         H, W = frame.shape[:2]
         cw, ch = canvas_size((W, H), self.canvas_scale, self.canvas_limit)
         c = cw / W
         self.canvas_wh = (cw, ch)
-        t0 = clock()
-        idle = self.plain or (c <= 1.0 and not self.zoom)  # no face path, or nothing it could add
-        tracks, detected = ([], False) if idle else self._detect_and_track(frame, t, detections, tm)
-        t2 = clock()
-        faces, per_engine, skipped_large = self._align(frame, tracks, c)
-        t3 = clock()
-        tm["align"] = (t3 - t2) * 1e3
-        for s, idx in per_engine.items():  # SR: one batch per engine
-            if idx:
-                out = self.engines[s].run(self._lr_buf[s][: len(idx)])
-                for j, fi in enumerate(idx):
-                    faces[fi].sr = out[j]
-        t4 = clock()
-        tm["sr"] = (t4 - t3) * 1e3
-        canvas = self._upscale(frame, (cw, ch))
-        t5 = clock()
-        tm["upscale"] = (t5 - t4) * 1e3
-        for fr in faces:
-            if fr.sr is not None and c > 1.0:  # a canvas no larger than the frame: the zoom view shows them
-                fr.paste = self._paste(canvas, fr, c, keep_base)
-        t6 = clock()
-        tm["paste"] = (t6 - t5) * 1e3
-        tm["total"] = (t6 - t0) * 1e3
-        res = FrameResult(canvas, faces, tm, detected, self.frame_index, skipped_large)
+        tm = StageTimer(STAGES)
+        tracks: list[Track] = []
+        detected = False
+        if not (self.plain or (c <= 1.0 and not self.zoom)):  # else no face path, or nothing it could add
+            with tm.stage("detect"):
+                detections = self.detect_faces(frame, detections)
+                detected = detections is not None
+            with tm.stage("track"):
+                tracks = self.track_faces(frame, t, detections)
+        with tm.stage("align"):
+            faces, per_engine, skipped_large = self.align_faces(frame, tracks, c)
+        with tm.stage("sr"):
+            self.super_resolve(faces, per_engine)
+        with tm.stage("upscale"):
+            canvas = self.upscale(frame, (cw, ch))
+        with tm.stage("paste"):
+            self.paste_faces(canvas, faces, c, keep_base)
+        res = FrameResult(canvas, faces, tm.stop("total"), detected, self.frame_index, skipped_large)
         self.frame_index += 1
         return res
 
-    # -- the stages -----------------------------------------------------------------------------
-    def _detect_and_track(self, frame: np.ndarray, t: float | None, detections: Sequence[Any] | None,
-                          tm: dict[str, float]) -> tuple[list[Track], bool]:
-        """Detect (on the tracker's cadence, or ``detections`` given) and track; fills ``tm``."""
-        t0 = time.perf_counter()
-        if frame.shape[:2] != self._frame_hw:  # a new frame size (image folders): tracks do not carry over
+    # -- the stages, in order -------------------------------------------------------------------
+    def detect_faces(self, frame: np.ndarray, detections: Sequence[Any] | None) -> Sequence[Any] | None:
+        """Stage ``detect``: ``detections`` when given, else the detector's faces on the frames it runs
+        on (the tracker's cadence), else ``None``. A new frame size (image folders) drops the tracks."""
+        if frame.shape[:2] != self._frame_hw:
             if self._frame_hw is not None:
                 self.tracker.reset()
             self._frame_hw = frame.shape[:2]
         if detections is None and self.detector is not None and self._want_detection():
             detections = self._detect(frame)
-        t1 = time.perf_counter()
-        tracks = self.tracker.update(frame, t, detections)
-        tm["detect"], tm["track"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-        return tracks, detections is not None
+        return detections
 
-    def _align(self, frame: np.ndarray, tracks: Sequence[Track], canvas_scale: float
+    def track_faces(self, frame: np.ndarray, t: float | None, detections: Sequence[Any] | None) -> list[Track]:
+        """Stage ``track``: the tracker's faces after this frame (``detections`` or optical flow)."""
+        return self.tracker.update(frame, t, detections)
+
+    def align_faces(self, frame: np.ndarray, tracks: Sequence[Track], canvas_scale: float
                ) -> tuple[list[FaceResult], dict[int, list[int]], int]:
-        """Choose each face's engine (or none) and cut its LR crop into that engine's batch buffer.
+        """Stage ``align``: choose each face's engine (or none) and cut its LR crop into that engine's batch buffer.
         Returns the faces, the face indices per engine and how many were too large for any engine."""
         H, W = frame.shape[:2]
         faces: list[FaceResult] = []
@@ -394,19 +350,34 @@ class FacePipeline:
             per_engine[s].append(len(faces) - 1)
         return faces, per_engine, skipped_large
 
-    def _upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """The whole frame resized to the canvas ``size`` (w, h) in the reused canvas buffer."""
+    def super_resolve(self, faces: list[FaceResult], per_engine: Mapping[int, list[int]]) -> None:
+        """Stage ``sr``: one batch per engine; each face gets its SR output (``.sr``)."""
+        for s, idx in per_engine.items():
+            if idx:
+                out = self.engines[s].run(self._lr_buf[s][: len(idx)])
+                for j, fi in enumerate(idx):
+                    faces[fi].sr = out[j]
+
+    def upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Stage ``upscale``: the whole frame resized to the canvas ``size`` (w, h) in the reused buffer."""
         shape = (size[1], size[0], 3)
         if self._canvas is None or self._canvas.shape != shape:
             self._canvas = np.empty(shape, np.uint8)
         cv2.resize(frame, size, dst=self._canvas, interpolation=self.upscale_interp)
         return self._canvas
 
-    def _paste(self, canvas: np.ndarray, fr: FaceResult, canvas_scale: float, keep_base: bool) -> Pasted | None:
-        """Blend one SR face into the canvas where its crop came from."""
-        A = self.canvas_matrix(fr.M, fr.engine_scale, canvas_scale)
-        mask = self._mask(*fr.sr.shape[:2], small=fr.iod < SMALL_FACE_Q * self.lr_iod[fr.engine_scale])
-        return blend_face(canvas, fr.sr, A, mask=mask, keep_base=keep_base, interpolation=self.paste_interp)
+    def paste_faces(self, canvas: np.ndarray, faces: Sequence[FaceResult], canvas_scale: float,
+                    keep_base: bool = True) -> None:
+        """Stage ``paste``: blend each SR face into the canvas where its crop came from (``.paste``). On a
+        canvas no larger than the frame nothing is pasted (the zoom view shows the faces instead)."""
+        if canvas_scale <= 1.0:
+            return
+        for fr in faces:
+            if fr.sr is not None:
+                A = self.canvas_matrix(fr.M, fr.engine_scale, canvas_scale)
+                mask = self._mask(*fr.sr.shape[:2], small=fr.iod < SMALL_FACE_Q * self.lr_iod[fr.engine_scale])
+                fr.paste = blend_face(canvas, fr.sr, A, mask=mask, keep_base=keep_base,
+                                      interpolation=self.paste_interp)
 
     def warmup(self, frame_size: tuple[int, int] = (640, 480)) -> None:
         """Warm up the engines (first-run graph optimisation, allocations) at every batch size the loop

@@ -1,56 +1,20 @@
-"""Real-time face super-resolution on a camera, a video, an image folder or the built-in demo.
+"""``pkdn-webcam``: real-time face super-resolution on a camera, a video, an image folder or the demo.
 
     python -m pkdn_edge.webcam                       # camera 0; no camera -> the demo; no display -> headless
     python -m pkdn_edge.webcam --source demo:3 --frames 300 --stats-json out/stats.json
     python -m pkdn_edge.webcam --source clip.mp4 --downscale 4 --backend onnxruntime --scale 4
     python -m pkdn_edge.webcam --source 0 --backend openvino --precision int8 --view output
 
-Each frame: capture -> detect (every N frames) / track -> smooth landmarks -> align to the model's
-LR grid -> super-resolve all faces in one batch -> upscale the frame -> paste the faces back
-(:class:`pkdn_edge.pipeline.FacePipeline`). ``--view side-by-side`` shows bicubic | pkdn-edge (the
-default with a window); ``--view zoom`` adds a panel of the SR faces at their native size next to
-plain bicubic (the headless default when the canvas shrinks the SR faces, else the output view:
-:func:`pkdn_edge.display.auto_view`).
+This module is the CLI and the loop: capture a frame, run :class:`pkdn_edge.pipeline.FacePipeline` on
+it (its stages and their timings are described there), count it (:mod:`pkdn_edge.loopstats`), compose
+and show it (:mod:`pkdn_edge.display`), write it (:mod:`pkdn_edge.writers`). Which model runs:
+:data:`pkdn_edge.engines.select.MODEL_SELECTION` (the epilog of ``--help``).
 
-Real camera sizes: the detector finds faces down to ``--min-face-iod`` (8) px between the eyes by
-scanning large frames in tiles, one tile per detector run, plus a small region around every tracked
-face (:mod:`pkdn_edge.face.scan`); the output canvas is the frame x the scale shrunk to fit
-``--canvas`` (1920x1080; never below the input size), and SR faces are pasted at its resolution.
-Videos are written on a thread of their own, H.264 through PyAV when installed
-(:mod:`pkdn_edge.writers`).
-
-Model selection (``--backend auto`` and no ``--artifact``; :mod:`pkdn_edge.engines.select`): the first
-exported artifact ``<target>_<precision>_x<scale>/`` (a ``pkdn-export`` folder with its
-``manifest.json``) found in $PKDN_EXPORTS, ./exports or the source checkout's exports/, trying the
-installed backends in the order TensorRT, OpenVINO, ONNX Runtime; else the model shipped in the
-package, ``pkdn_edge/weights/onnx_fp32_x<scale>/`` (``model.onnx`` + ``manifest.json``, exported from
-``pkdn_edge_x<scale>.pt``), run by OpenVINO when installed, else ONNX Runtime (a runtime
-dependency: the default works on a runtime-only install, no torch); else, on a development install
-with the export tools, one is exported now from the shipped checkpoint into ./exports.
-
-Timing: ``capture`` (reading/decoding/rendering a frame; on a camera it includes waiting for the
-device), the processing stages ``detect``, ``track``, ``align``, ``sr``, ``upscale``, ``paste`` and
-their sum ``total``, ``e2e`` = ``capture`` + ``total``, then ``stats``, ``compose`` (view and overlay),
-``encode`` (handing the frame to the writer thread: a copy, plus waiting when the encoder falls
-behind), ``display``, and ``loop``: the whole iteration. The headline ``fps`` (= ``loop_fps``) is
-frames / wall time of the whole loop, everything included (the writer's final drain too);
-``processing_fps`` = frames / sum(e2e) and ``pipeline_fps`` = frames / sum(total) are beside it, and
-``writer`` gives the encoder's own time per frame (on its thread).
-
-Temporal stability: ``temporal_stability`` is the mean absolute frame-to-frame change (gray levels,
-0-255) of the output inside the face regions (pixels pasted with weight > 0.5 in both frames, same
-track); ``temporal_stability_bicubic`` the same on the bicubic canvas (what the input's own motion
-gives); ``temporal_flicker`` the mean |change of output - change of bicubic|, i.e. change that is not
-in the input (jitter of the pasted faces, SR instability). Landmark smoothing lowers them; compare with
-``--no-smooth``. On the demo source, ``landmark_nme`` is the error of the landmarks used for alignment
-against the true ones, in units of the eye distance.
-
-Memory: every per-frame structure is bounded (latency rings, reused canvas/composition buffers,
-tracks capped by ``--max-faces``); nothing grows with the number of frames.
-
-Files: this one is the CLI and the loop; :mod:`pkdn_edge.engines.select` picks the model,
-:mod:`pkdn_edge.loopstats` keeps the statistics, :mod:`pkdn_edge.display` composes and shows the view,
-:mod:`pkdn_edge.writers` writes it.
+The loop adds its own timings to the pipeline's: ``capture`` (reading a frame; on a camera, waiting
+for it), ``e2e`` = ``capture`` + ``total``, ``stats``, ``compose``, ``encode`` (the hand-over to the
+writer thread), ``display`` and ``loop`` (the whole iteration); the headline ``fps`` is
+:data:`FPS_DEFINITION`. The stats file's fields: docs/webcam.md ("FPS: what the numbers mean").
+Every per-frame structure is bounded: nothing grows with the number of frames.
 
 Runs without torch (numpy, cv2, onnxruntime/openvino); ``--backend torch`` needs torch.
 """
@@ -70,12 +34,22 @@ import cv2
 
 from pkdn_edge.display import VIEWS, Composer, Window, display_available
 from pkdn_edge.engines.select import BACKENDS, MODEL_SELECTION, build_engine
-from pkdn_edge.errors import PKDNError, run_cli
-from pkdn_edge.outputs import (Outputs, check_artifact_scale, check_model, check_not_inputs,
-                               check_png_folder, default_output, inputs_of, is_video, writer_error)
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 from pkdn_edge.loopstats import LoopStats, print_summary, truth_landmarks
+from pkdn_edge.outputs import (
+    Outputs,
+    check_artifact_scale,
+    check_model,
+    check_not_inputs,
+    check_png_folder,
+    default_output,
+    inputs_of,
+    is_video,
+    writer_error,
+)
 from pkdn_edge.pipeline import SR_IOD, FacePipeline, FrameResult
 from pkdn_edge.sources import CameraNotFoundError, FrameSource, open_source
+from pkdn_edge.stagetimer import StageTimer
 from pkdn_edge.writers import ENCODERS, VIDEO_EXTENSIONS, FrameWriter, check_writable, resolve_encoder
 
 DEFAULT_OUTPUT = Path("out") / "webcam_YYYYmmdd-HHMMSS.mp4"  # the pattern; default_output() gives the name
@@ -115,7 +89,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CLIParser(
         prog="python -m pkdn_edge.webcam",
         description="Real-time face super-resolution (PKDN) on a camera, video, image folder or the built-in demo.",
         epilog=MODEL_SELECTION, formatter_class=_HelpFormatter)
@@ -178,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native = cut each face out of the frame at its own resolution (integer pixels, no "
                         "resampling); template = warp it onto the model's template (the old path, a diagnostic)")
     p.add_argument("--feather", type=float, default=None,
-                   help="soft edge of the paste mask in SR-face px (weight 1 about 2F+1 px in; default 5%% of the face)")
+                   help="soft edge of the paste mask in SR-face px (weight 1 about 2F+1 px in; default 5%% of the "
+                        "face)")
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="flip: average each face's output with its mirror image's (about +0.1 dB at x8, twice the "
                         "model time; docs/models.md: flip test-time augmentation)")
@@ -303,29 +278,28 @@ class WebcamLoop:
         if self.stats.frames == 0:
             self._describe_detector(image)
         res = self.pipe.process(image, t)
-        tm = dict(res.timings)
-        tm["capture"] = capture_ms
-        tm["e2e"] = capture_ms + res.timings["total"]  # capture -> composited output frame
+        tm = StageTimer(start=t_capture)  # "loop": the whole iteration, capture to display
+        tm.ms.update(res.timings, capture=capture_ms, e2e=capture_ms + res.timings["total"])
         self.stats.count_faces(res)
-        tm["stats"] = _timed(lambda: self.stats.measure(res, truth_landmarks(self.source, index)))
-        ts = time.perf_counter()
-        shown = self.composer.compose(res, tm, frame=image)
+        with tm.stage("stats"):
+            self.stats.measure(res, truth_landmarks(self.source, index))
+        with tm.stage("compose"):
+            shown = self.composer.compose(res, tm.ms, frame=image)
         self.pipe.zoom = self.composer.view == "zoom"  # decided on the first frame: SR faces for the panel too
-        tm["compose"] = (time.perf_counter() - ts) * 1e3
-        tm["encode"] = _timed(lambda: self._write(shown))
+        with tm.stage("encode"):
+            self._write(shown)
         why = ""
-        ts = time.perf_counter()
-        if self.window is not None:
-            why = self.window.show(shown)
-            if self.window.failed:
-                self._window_failed()
-        tm["display"] = (time.perf_counter() - ts) * 1e3
+        with tm.stage("display"):
+            if self.window is not None:
+                why = self.window.show(shown)
+                if self.window.failed:
+                    self._window_failed()
         if why:
             return why
         self._note_large_faces(res)
-        tm["loop"] = (time.perf_counter() - t_capture) * 1e3  # the whole iteration, capture to display
-        self.composer.note_loop(tm["loop"])
-        self.stats.finish_frame(res, tm)
+        tm.stop("loop")
+        self.composer.note_loop(tm.ms["loop"])
+        self.stats.finish_frame(res, tm.ms)
         return ""
 
     def _describe_detector(self, image) -> None:
@@ -497,13 +471,6 @@ FPS_DEFINITION = ("fps = loop_fps = frames / wall time of the whole loop (captur
                   "= frames / sum(capture + pipeline stages); pipeline_fps = frames / sum(pipeline stages)")
 
 
-def _timed(fn) -> float:
-    """Run ``fn()``; its duration in ms."""
-    t = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t) * 1e3
-
-
 def parse_canvas(spec: str) -> tuple[int, int] | None:
     """``--canvas``: ``WxH`` -> (w, h); ``full`` -> None (the frame x the scale)."""
     s = str(spec).strip().lower()
@@ -547,7 +514,8 @@ def _report(loop: WebcamLoop, summary: dict, log) -> None:
     elif not summary["frames"] and not loop.source_lost and loop.writer_error is None:
         bad = summary.get("frames_skipped_corrupt") or 0
         log(f"warning: no frame was processed: {summary['source']} gave none ({summary['end_reason']}"
-            + (f"; {bad} unreadable" if bad else "") + "): an empty or damaged video, or a folder of unreadable images?")
+            + (f"; {bad} unreadable" if bad else "")
+            + "): an empty or damaged video, or a folder of unreadable images?")
     out, stats_path = loop.out.out_path, loop.out.stats_path
     if stats_path is not None:
         try:
@@ -564,7 +532,8 @@ def _report(loop: WebcamLoop, summary: dict, log) -> None:
         log(f"video: {out.resolve()} ({summary['frames']} frames, {what})")
     if loop.source_lost:
         raise PKDNError(f"{summary['end_reason']} after {summary['frames']} frames: the live source stopped "
-                        "delivering frames (exit status 2, so a service manager's Restart=on-failure restarts the loop)")
+                        "delivering frames (exit status 2, so a service manager's Restart=on-failure restarts the "
+                        "loop)")
 
 
 def run(argv: list[str] | None = None) -> int:

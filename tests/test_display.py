@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from pkdn_edge import display, webcam
-from pkdn_edge.display import PANEL_BG, PANEL_W, PAD, ROW_H, TILE, Composer, auto_view, zoom_rows
+from pkdn_edge.display import PAD, PANEL_BG, PANEL_W, ROW_H, TILE, Composer, auto_view, zoom_rows
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.face.align import rescale_matrix, template, umeyama_similarity
-from pkdn_edge.pipeline import BicubicEngine, FacePipeline, FaceResult, FrameResult
+from pkdn_edge.pipeline import FacePipeline, FaceResult, FrameResult
 from pkdn_edge.sources import DemoSource
-
 
 # ------------------------------------------------------------------------------------------------
 # the default-view rule
@@ -150,6 +150,33 @@ def test_overlay_stays_on_the_canvas():
     want = Composer("zoom", "x", overlay=False).compose(_result([face], (480, 360)), {}, frame=frame)
     assert (out[:, :480] != 77).any()                                    # the overlay is there
     assert np.array_equal(out[:, 480:], want[:, 480:])
+
+
+@pytest.mark.parametrize("view", ["output", "zoom"])
+def test_overlay_text_fits_a_narrow_frame(view):
+    """On a 320 px wide frame the FPS/latency text is wrapped (and shrunk where a word alone is too wide)
+    so that it stays inside the frame: nothing is cut off at the right edge."""
+    W, H = 320, 240
+    label = "pkdn-edge auto openvino int8"
+    timings = {k: 123.4 for k in ("capture", "detect", "track", "align", "sr", "upscale", "paste", "total", "e2e")}
+    comp = Composer(view, label, overlay=True)
+    comp.note_loop(8.1)
+    face = _face(1, 100, 100, sr_value=90)
+    out = comp.compose(_result([face] * 8, (W, H)), timings, frame=_frame())
+    drawn = np.argwhere((out[:, :W] != 77).any(axis=2))
+    assert len(drawn)                                                   # the overlay is there
+    top, left = drawn.min(0)
+    bottom, right = drawn.max(0)
+    assert left >= display.MARGIN // 2 and right < W - display.MARGIN // 2, (left, right)
+    assert top >= 0 and bottom < H // 2                                 # a few short lines at the top
+    # the layout itself: every line of both texts within the margins
+    for text, scale in ((f"{label} | 123.4 FPS (whole loop) | faces 8", 0.4),
+                        ("capture 123.4 detect 123.4 track 123.4 align 123.4 sr 123.4 | e2e 123.4 ms", 0.32)):
+        lines = display.fit_text(text, W - 2 * display.MARGIN, scale)
+        assert len(lines) > 1
+        assert all(display.MARGIN + display.text_width(t, s) <= W - display.MARGIN for t, s in lines)
+    assert display.fit_text("short", W, 0.4) == [("short", 0.4)]       # text that fits: one line, unchanged
+    assert display.fit_text("x" * 80, W, 0.4)[0][1] < 0.4              # one word too wide: drawn smaller
 
 
 def test_rows_capped_by_max_faces_and_canvas_height():

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from pkdn_edge import webcam
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.face.align import TEMPLATE_128, inverse_matrix, template, umeyama_similarity
 from pkdn_edge.face.detector import Face
-from pkdn_edge.pipeline import MAX_FACE_Q, MIN_FACE_Q, BicubicEngine, FacePipeline
+from pkdn_edge.pipeline import MAX_FACE_Q, MIN_FACE_Q, FacePipeline
 from pkdn_edge.pretrained import serve_window
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
 import sys
 import tracemalloc
@@ -23,9 +22,10 @@ import pytest
 from pkdn_edge import pipeline as pl
 from pkdn_edge import webcam
 from pkdn_edge.engines import select as model_select
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.face.align import blend_face, rescale_matrix, template, umeyama_similarity, warp_face
 from pkdn_edge.face.tracking import interocular
-from pkdn_edge.pipeline import BicubicEngine, FacePipeline
+from pkdn_edge.pipeline import FacePipeline
 from pkdn_edge.sources import DemoSource, FrameSource, ImageFolderSource, VideoFileSource, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,7 +274,8 @@ def test_missing_camera_falls_back_to_demo_only_without_source(tmp_path, capsys,
     from pkdn_edge.sources import camera as camera_sources
 
     monkeypatch.setattr(camera_sources, "_device_missing", lambda i: True)
-    monkeypatch.setattr(webcam, "open_source", lambda spec, **k: open_source("demo:frames=3" if spec == "demo" else spec, **k))
+    monkeypatch.setattr(webcam, "open_source",
+                        lambda spec, **k: open_source("demo:frames=3" if spec == "demo" else spec, **k))
     detector["demo"] = DemoSource(faces=1)
     stats = tmp_path / "s.json"
     rc, err = _run(["--frames", 3, "--headless", "--backend", "bicubic-face", "--output", tmp_path / "o.avi",
@@ -294,7 +295,6 @@ def _fake_models(tmp_path, monkeypatch):
     exports, shipped, loaded = tmp_path / "exports", tmp_path / "weights", []
     monkeypatch.setattr(model_select, "_export_roots", lambda: [exports])
     monkeypatch.setattr(model_select, "_shipped_roots", lambda: [shipped])
-    monkeypatch.setattr(model_select, "_export_tools_available", lambda: False)
 
     def load(path, backend, threads, precision, tta="none"):
         loaded.append((Path(path), backend))
@@ -323,7 +323,8 @@ def test_make_demo_path_runs_the_shipped_model_headless(tmp_path, capsys, detect
     monkeypatch.setattr(camera_sources, "_device_missing", lambda i: True)
     short_demo = "demo:frames=4,size=320x240"
     detector["demo"] = open_source(short_demo)
-    monkeypatch.setattr(webcam, "open_source", lambda spec, **k: open_source(short_demo if spec == "demo" else spec, **k))
+    monkeypatch.setattr(webcam, "open_source",
+                        lambda spec, **k: open_source(short_demo if spec == "demo" else spec, **k))
     rc, err = _run([], capsys)
     assert rc == 0, err
     assert "no camera at index 0" in err and "running headless" in err
@@ -498,11 +499,37 @@ def test_ctrl_c_still_writes_summary(tmp_path, capsys, detector, monkeypatch):
 def test_missing_model_tells_the_export_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(model_select, "_export_roots", lambda: [tmp_path / "exports"])
     monkeypatch.setattr(model_select, "_shipped_roots", lambda: [tmp_path / "weights"])
-    monkeypatch.setattr(model_select, "_export_tools_available", lambda: False)
     rc, err = _run(["--source", "demo", "--backend", "onnxruntime", "--frames", 1, "--headless"], capsys)
     assert rc == 2
     assert "pkdn-export --target onnx" in err and "--backend bicubic" in err
     assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_model_selection_never_exports(tmp_path, capsys, monkeypatch):
+    """No model found (--backend auto): one error line with the exact pkdn-export command; nothing is
+    run or written (the runtime never launches the export tools, issue 32)."""
+    def no_process(*a, **k):
+        raise AssertionError(f"model selection started a process: {a}")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    exports = tmp_path / "exports"
+    monkeypatch.setattr(model_select, "_export_roots", lambda: [exports])
+    monkeypatch.setattr(model_select, "_shipped_roots", lambda: [tmp_path / "weights"])
+    monkeypatch.setattr(model_select, "_auto_backends", lambda: ["onnxruntime"])
+    want = r"`pkdn-export --target onnx --precision fp32 --scale 8 --dynamic`"
+    with pytest.raises(model_select.PKDNError, match=want):
+        model_select.build_engine("auto", 8, log=lambda m: None)
+    assert not exports.exists()
+    assert "3." not in model_select.MODEL_SELECTION and "never exports" in model_select.MODEL_SELECTION
+
+
+def test_usage_error_is_one_line(capsys):
+    """An invalid choice is one `error: ... (see ... --help)` line and exit 2, not a usage dump."""
+    rc, err = _run(["--backend", "nope"], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("error: argument --backend: invalid choice: 'nope'")
+    assert "--help)" in err
 
 
 def test_default_artifact_locations(tmp_path, monkeypatch):
@@ -600,7 +627,8 @@ def test_faces_at_the_frame_edge_and_odd_resolutions(size):
     h, w = size
     img, _ = _grid_faces(0, frame=size)
     t = (template(128) - template(128)[:2].mean(0)) * min(12.0, w / 4, h / 4) / 43  # IOD 12 px (tiny frames: less)
-    lms = [t + (2.0, h / 2), t + (w - 3.0, h - 2.0), t + (w / 2, h / 2), np.full((5, 2), w / 2), np.full((5, 2), np.nan)]
+    lms = [t + (2.0, h / 2), t + (w - 3.0, h - 2.0), t + (w / 2, h / 2), np.full((5, 2), w / 2),
+           np.full((5, 2), np.nan)]
     p = FacePipeline(BicubicEngine(4), None)
     r = p.process(img, 0.0, detections=[Face(x) for x in lms])
     assert r.canvas.shape == (4 * h, 4 * w, 3)
@@ -665,8 +693,9 @@ def test_module_cli_without_torch(tmp_path):
         "assert 'torch' not in sys.modules\n"
         "sys.exit(rc)\n")
     stats = tmp_path / "s.json"
-    r = subprocess.run([sys.executable, "-c", blocker, "--source", "demo:frames=12,faces=2", "--backend", "bicubic-face",
-                        "--headless", "--output", str(tmp_path / "demo.mp4"), "--stats-json", str(stats)],
+    r = subprocess.run([sys.executable, "-c", blocker, "--source", "demo:frames=12,faces=2",
+                        "--backend", "bicubic-face", "--headless", "--output", str(tmp_path / "demo.mp4"),
+                        "--stats-json", str(stats)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     s = json.loads(stats.read_text())

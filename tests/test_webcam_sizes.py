@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pkdn_edge import webcam, writers
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.face.tracking import interocular
-from pkdn_edge.pipeline import BicubicEngine, FacePipeline, canvas_size
+from pkdn_edge.pipeline import FacePipeline, canvas_size
 from pkdn_edge.sources import DemoSource
 
 

@@ -1,28 +1,22 @@
-"""Model selection for the webcam loop: which SR engine to run for a scale (see ``MODEL_SELECTION``).
+"""Model selection for the webcam loop: which SR engine runs a scale. The rule is written once, in
+:data:`MODEL_SELECTION` (also the epilog of ``pkdn-webcam --help``); :func:`build_engine` follows it.
 
-The first exported artifact ``<target>_<precision>_x<scale>/`` (a ``pkdn-export`` folder with its
-``manifest.json``) found in $PKDN_EXPORTS, ./exports or the source checkout's exports/, trying the
-installed backends in the order TensorRT, OpenVINO, ONNX Runtime; else the model shipped in the
-package, ``pkdn_edge/weights/onnx_fp32_x<scale>/``; else, on a development install with the export
-tools, one exported now from the shipped checkpoint (:func:`pkdn_edge.pretrained.pretrained_path`).
-
-Runs without torch (``--backend torch`` aside).
+Runs without torch (``--backend torch`` aside), and never exports: a missing model is an error that
+names the ``pkdn-export`` command to run.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from pkdn_edge.engines.base import BACKENDS as _BACKEND_TABLE
+from pkdn_edge.engines.base import module_available
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.errors import MissingDependencyError, PKDNError
 from pkdn_edge.manifest import MANIFEST_NAME, sha256_file
-from pkdn_edge.pipeline import BicubicEngine
-from pkdn_edge.engines.base import BACKENDS as _BACKEND_TABLE
 from pkdn_edge.pretrained import WEIGHTS_DIR, pretrained_path
 
 __all__ = ["BACKENDS", "MODEL_SELECTION", "build_engine", "default_artifacts", "model_candidates", "stale_export_note"]
@@ -39,13 +33,11 @@ model selection (--backend auto, no --artifact), per scale s (4, 8; both for --s
      order tensorrt, openvino, onnxruntime (--precision narrows the search);
   2. the model shipped in the package: pkdn_edge/weights/onnx_fp32_x<s>/ (model.onnx +
      manifest.json, the ONNX export of pkdn_edge/weights/pkdn_edge_x<s>.pt), run by openvino when
-     installed, else onnxruntime (a runtime dependency: works without torch);
-  3. development installs only (torch + the export extra): exported now from the shipped
-     pkdn_edge_x<s>.pt into ./exports (pkdn-export --target onnx --precision fp32 --scale <s> --dynamic).
-  Otherwise: an error naming the export command. --backend X restricts 1-3 to backend X
-  (--backend torch runs pkdn_edge_x<s>.pt directly); --backend bicubic needs no model (the baseline: the
-  whole frame upscaled, no face path)."""
-
+     installed, else onnxruntime (a runtime dependency: works without torch).
+  Otherwise: an error naming the pkdn-export command that makes the missing model (the webcam loop
+  never exports by itself). --backend X restricts 1-2 to backend X (--backend torch runs
+  pkdn_edge_x<s>.pt directly); --backend bicubic needs no model (the baseline: the whole frame
+  upscaled, no face path)."""
 
 
 def _export_roots() -> list[Path]:
@@ -67,7 +59,7 @@ def _shipped_roots() -> list[Path]:
 
 
 def _backend_available(backend: str) -> bool:
-    return importlib.util.find_spec(_BACKEND_TABLE[backend].package) is not None
+    return module_available(_BACKEND_TABLE[backend].package)
 
 
 def _auto_backends() -> list[str]:
@@ -115,11 +107,6 @@ def stale_export_note(artifact: Path, scale: int) -> str | None:
             f"`{' '.join(_export_command(target, precision, scale))} --out {artifact}`")
 
 
-def _export_tools_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx")) and \
-        importlib.util.find_spec("pkdn_edge.export.cli") is not None
-
-
 def _export_command(target: str, precision: str, scale: int) -> list[str]:
     """The pkdn-export call for a missing model: dynamic batch, so all faces of a frame run in one call."""
     return ["pkdn-export", "--target", target, "--precision", precision, "--scale", str(scale), "--dynamic"]
@@ -132,11 +119,10 @@ def _load_engine(path: Path, backend: str | None, threads: int, precision: str |
 
 
 def build_engine(backend: str, scale: int, precision: str | None = None, artifact: str | None = None,
-                 threads: int = 2, build: bool = True, log=print, tta: str = "none") -> Any:
-    """One SR engine for ``scale`` (see MODEL_SELECTION): bicubic; an explicit artifact; the first
-    artifact found in the export folders, then among the shipped models; for ``torch`` the shipped
-    checkpoint; else one exported now from the shipped checkpoint (only where the export tools are
-    installed). ``tta`` is the engines' test-time augmentation (``load_engine``; bicubic has none)."""
+                 threads: int = 2, log=print, tta: str = "none") -> Any:
+    """One SR engine for ``scale``, chosen by :data:`MODEL_SELECTION` (``artifact``: that folder instead;
+    ``bicubic``/``bicubic-face``: :class:`~pkdn_edge.engines.bicubic.BicubicEngine`). ``tta`` is the
+    engines' test-time augmentation (``load_engine``; bicubic has none)."""
     if backend in ("bicubic", "bicubic-face"):  # the plain baseline (the loop skips the face path) / the diagnostic
         return BicubicEngine(scale)
     if artifact:
@@ -160,28 +146,18 @@ def build_engine(backend: str, scale: int, precision: str | None = None, artifac
         ckpt = pretrained_path(scale)
         log(f"engine x{scale}: {ckpt} (torch)")
         return _load_engine(ckpt, "torch", threads, precision, tta)
-    b = "onnxruntime" if backend == "auto" else backends[0]  # auto builds the plain ONNX model
-    target = _TARGETS[b][0]
-    prec = precision or _PRECISIONS[b][0]
-    cmd = _export_command(target, prec, scale)
-    have_ckpt = (WEIGHTS_DIR / f"pkdn_edge_x{scale}.pt").is_file()
-    if build and have_ckpt and b != "tensorrt" and _export_tools_available():
-        log(f"engine x{scale}: no exported model for {b}; building one from the shipped checkpoint now: {' '.join(cmd)}")
-        runner = "import sys; from pkdn_edge.export.cli import main; sys.argv[0] = 'pkdn-export'; sys.exit(main())"
-        r = subprocess.run([sys.executable, "-c", runner] + cmd[1:], capture_output=True, text=True)
-        if r.returncode != 0:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-            raise PKDNError(f"building the x{scale} {target} model failed ({' | '.join(tail)}); "
-                            f"run `{' '.join(cmd)}` yourself or use --backend bicubic")
-        for cand in default_artifacts(b, scale, prec):
-            if (cand / MANIFEST_NAME).is_file():
-                return _load_engine(cand, b, threads, prec, tta)
-        raise PKDNError(f"`{' '.join(cmd)}` ran but no artifact appeared in {_export_roots()[0]}")
+    raise _no_model_error(backend, backends, scale, precision)
+
+
+def _no_model_error(backend: str, backends: list[str], scale: int, precision: str | None) -> PKDNError:
+    """Nothing found: one line naming the pkdn-export command that makes the model (never run from here)."""
+    b = "onnxruntime" if backend == "auto" else backends[0]  # auto: the plain ONNX model
+    cmd = " ".join(_export_command(_TARGETS[b][0], precision or _PRECISIONS[b][0], scale))
     exports = ", ".join(dict.fromkeys(str(r) for r in _export_roots()))
     shipped = " or ".join(str(r / f"onnx_fp32_x{scale}") for r in _shipped_roots())
     names = "/".join(dict.fromkeys(t for x in backends for t in _TARGETS[x]))
-    raise PKDNError(
+    return PKDNError(
         f"no x{scale} model for {'backend ' + b if backend != 'auto' else 'the installed backends'}: no exported "
-        f"{names}_<precision>_x{scale}/ in {exports}, no shipped {shipped}/. Export one with `{' '.join(cmd)}` "
+        f"{names}_<precision>_x{scale}/ in {exports}, no shipped {shipped}/. Export one with `{cmd}` "
         f"(needs pip install 'pkdn-edge[export]' and pkdn_edge/weights/pkdn_edge_x{scale}.pt), pass --artifact DIR, "
         f"or run the comparison baseline with --backend bicubic")

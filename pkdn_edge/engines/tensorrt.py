@@ -42,13 +42,19 @@ from typing import Any
 import numpy as np
 
 from pkdn_edge.atomic import atomic_write_bytes
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 from pkdn_edge.manifest import Manifest, add_file, read_manifest
 
 from .base import Engine, check_precision
-from .trt_common import (_import_tensorrt, _rebuild_hint, _system_tensorrt_hint, compute_capability,  # noqa: F401
-                         engine_io_names, trt_major, trt_version)
-
+from .trt_common import (  # noqa: F401
+    _import_tensorrt,
+    _rebuild_hint,
+    _system_tensorrt_hint,
+    compute_capability,
+    engine_io_names,
+    trt_major,
+    trt_version,
+)
 
 # --------------------------------------------------------------------------------------------------
 # CUDA memory: cuda-python or torch
@@ -121,7 +127,8 @@ class _CudaTorch:
 
     def h2d(self, ptr: int, host: np.ndarray) -> None:
         with self.torch.cuda.stream(self.stream):
-            self._tensors[ptr][: host.nbytes].copy_(self.torch.from_numpy(host.reshape(-1).view(np.uint8)), non_blocking=False)
+            src = self.torch.from_numpy(host.reshape(-1).view(np.uint8))
+            self._tensors[ptr][: host.nbytes].copy_(src, non_blocking=False)
 
     def d2h(self, host: np.ndarray, ptr: int) -> None:
         with self.torch.cuda.stream(self.stream):
@@ -358,7 +365,8 @@ def onnx_for_generation(manifest: Manifest, major: int) -> str:
 
 
 def default_engine_name(major: int, dla_core: int | None = None) -> str:
-    """``model_trt<major>.plan`` (``model_trt<major>_dla<core>.plan`` for a DLA engine), as in deploy/jetson/README.md."""
+    """``model_trt<major>.plan`` (``model_trt<major>_dla<core>.plan`` for a DLA engine), as in
+    deploy/jetson/README.md."""
     return f"model_trt{major}" + (f"_dla{dla_core}" if dla_core is not None else "") + ".plan"
 
 
@@ -405,8 +413,8 @@ def build_engine_file(manifest: Manifest, out_name: str | None = None, workspace
     if dla_core is not None:
         n_dla = int(getattr(builder, "num_DLA_cores", 0) or 0)
         if dla_core < 0 or dla_core >= n_dla:
-            raise PKDNError(f"DLA core {dla_core} does not exist here ({n_dla} DLA cores; the Orin Nano and Jetson Nano "
-                            f"have none)")
+            raise PKDNError(f"DLA core {dla_core} does not exist here ({n_dla} DLA cores; the Orin Nano and "
+                            f"Jetson Nano have none)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -446,7 +454,8 @@ def check_engine_bytes(manifest: Manifest, data: bytes, path: Path) -> str:
         why = f" ({str(exc).strip().splitlines()[0][:200]})" if str(exc).strip() else ""
     if engine is None:
         raise PKDNError(f"{path} is not a TensorRT engine that TensorRT {version} can load{why}: it is not an engine, "
-                        f"or it is corrupt or truncated, or it was built by another TensorRT version or on another GPU; "
+                        f"or it is corrupt or truncated, or it was built by another TensorRT version or on another "
+                        f"GPU; "
                         f"{_rebuild_hint(manifest)}")
     if hasattr(engine, "num_io_tensors"):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -515,9 +524,8 @@ def describe(artifact: str | Path) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pkdn_edge.engines.tensorrt",
-                                description="Build, register or inspect the TensorRT engine of a tensorrt artifact "
-                                            "on this device.")
+    p = CLIParser(prog="python -m pkdn_edge.engines.tensorrt",
+                  description="Build, register or inspect the TensorRT engine of a tensorrt artifact on this device.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the engine with the TensorRT Python API and record it")
     b.add_argument("artifact")
@@ -539,9 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pkdn_edge.engines.tensorrt build|register|info ARTIFACT [ENGINE]``."""
-    args = build_parser().parse_args(argv)
 
     def body() -> int:
+        args = build_parser().parse_args(argv)
         if args.cmd == "register":
             m = register_engine(args.artifact, args.engine, check=not args.no_check)
             print(f"registered {m.engine_file} in {m.root}/manifest.json"

@@ -47,7 +47,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pkdn_edge.errors import ImageReadError, PKDNError, run_cli, sigterm_as_interrupt
+from pkdn_edge.errors import CLIParser, ImageReadError, PKDNError, run_cli, sigterm_as_interrupt
 from pkdn_edge.imageio import atomic_write_bytes
 
 __all__ = ["main", "build_parser", "prepare", "PrepareStats", "VIDEO_EXTENSIONS", "MANIFEST_COLUMNS"]
@@ -88,7 +88,7 @@ class PrepareStats:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CLIParser(
         prog="pkdn-prepare",
         description="Detect faces (RetinaFace), align them to the 5-point template and write square crops "
                     "plus MANIFEST.csv.")
