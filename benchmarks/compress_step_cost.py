@@ -16,11 +16,12 @@ import json
 import time
 from pathlib import Path
 
-from pkdn_edge.export.prune import apply_pruning, channel_importance, plan_for_config
-from pkdn_edge.export.prune_search import search_config
-from pkdn_edge.models.checkpoint import export_weights, load_model
+from pkdn_edge.export.compress.prune import apply_pruning, channel_importance, plan_for_config
+from pkdn_edge.export.compress.prune_search import search_config
 from pkdn_edge.train.config import load_config
 from pkdn_edge.train.loop import Trainer
+
+from pkdn_edge.models.checkpoint import export_weights, load_model
 
 KEYS = ("data", "degradation", "camera", "select_on", "augment", "precision", "batch_size", "channels_last")
 
@@ -41,7 +42,8 @@ def main() -> None:
     export_weights(src, args.work / "source.pt", meta=meta)
     train = {k: v for k, v in (meta.get("train") or {}).items() if k in KEYS}
     tcfg = load_config(None, [], **train, role="student", scale=src.cfg.scale, steps=1000, threads=1,
-                       init=str(args.work / "init.pt"), teacher=str(args.work / "source.pt"), out=str(args.work / "run"),
+                       init=str(args.work / "init.pt"), teacher=str(args.work / "source.pt"),
+                       out=str(args.work / "run"),
                        data_limit=1500, num_val=64, log_every=1000, val_every=1000, ckpt_every=1000)
     t = Trainer(tcfg)
     t.train_step(0)

@@ -76,7 +76,7 @@ def threads(index: dict[str, Any]) -> int:
 @pytest.fixture(scope="session")
 def lr_faces(index: dict[str, Any]) -> dict[int, list[np.ndarray]]:
     """``{scale: [LR face (h,w,3) uint8 BGR]}``: protocol LR of the first evaluation faces."""
-    from pkdn_edge.bench.quality import load_faces, make_lr
+    from pkdn_edge.export.bench.quality import load_faces, make_lr
 
     hr, _ = load_faces(index["faces"], NUM_FACES)
     return {s: [np.ascontiguousarray(x[..., ::-1]) for x in make_lr(hr, s)] for s in (4, 8)}
@@ -85,7 +85,7 @@ def lr_faces(index: dict[str, Any]) -> dict[int, list[np.ndarray]]:
 @pytest.fixture(scope="session")
 def runners(threads: int):
     """Opens each configuration once per session: ``runners(config) -> (runner, sync)``."""
-    from pkdn_edge.bench.worker import device_sync, open_runner
+    from pkdn_edge.export.bench.worker import device_sync, open_runner
 
     cache: dict[str, Any] = {}
 

@@ -65,8 +65,9 @@ def _version(mod: str) -> str | None:
 
 def machine() -> dict[str, Any]:
     """GPU, driver, compute capability, TensorRT/torch-tensorrt/torch versions, trtexec."""
+    from pkdn_edge.export.targets.tensorrt_builders import trtexec_path, trtexec_version, why_unavailable
+
     from pkdn_edge.engines.trt_common import compute_capability
-    from pkdn_edge.export.trt_builders import trtexec_path, trtexec_version, why_unavailable
 
     info: dict[str, Any] = {"compute_capability": compute_capability()}
     try:
@@ -114,8 +115,9 @@ def export_base(scale: int, precision: str, art: Path, faces: Path | None, calib
 
 def references(folder: Path, hr: np.ndarray) -> dict[str, np.ndarray]:
     """ONNX Runtime (CPU) outputs of every ONNX in the artifact on the faces' LR inputs."""
-    from pkdn_edge.engines import load_engine
     from pkdn_edge.export.data import to_lr
+
+    from pkdn_edge.engines import load_engine
     from pkdn_edge.manifest import read_manifest
 
     m = read_manifest(folder)
@@ -144,7 +146,7 @@ def time_engine(engine: Any, runs: int = 300, warmup: int = 30) -> dict[str, flo
 
 def trtexec_timing(folder: Path, engine_file: str) -> dict[str, Any]:
     """``trtexec --loadEngine --useSpinWait``: median / p99 of its latency and GPU compute time."""
-    from pkdn_edge.export.trt_builders import trtexec_path
+    from pkdn_edge.export.targets.tensorrt_builders import trtexec_path
 
     exe = trtexec_path()
     if not exe:
@@ -168,11 +170,12 @@ def trtexec_timing(folder: Path, engine_file: str) -> dict[str, Any]:
 def check_builder(base: Path, builder: str, variants: Path, model: Any, hr: np.ndarray, refs: dict[str, np.ndarray],
                   faces: str) -> dict[str, Any]:
     """Rebuild ``base``'s engine with ``builder`` in a copy; parity vs ONNX Runtime; timings."""
+    from pkdn_edge.export.data import to_lr
+    from pkdn_edge.export.targets.tensorrt_builders import build_and_register
+    from pkdn_edge.export.verify import compare_outputs
+
     from pkdn_edge.engines import load_engine
     from pkdn_edge.engines.tensorrt import onnx_for_generation, trt_major
-    from pkdn_edge.export.data import to_lr
-    from pkdn_edge.export.trt_builders import build_and_register
-    from pkdn_edge.export.verify import compare_outputs
     from pkdn_edge.manifest import read_manifest
 
     folder = variants / builder / base.name
@@ -202,7 +205,7 @@ def run_bench(out: Path, art: Path, calib: dict[str, Any], budget: Budget) -> di
     the artifacts in ``art``."""
     if not budget.allows(150):
         return {"skipped": f"{budget.left():.0f} s left of the budget"}
-    argv = [sys.executable, "-m", "pkdn_edge.bench", "--out", str(out / "bench"), "--artifacts", str(art),
+    argv = [sys.executable, "-m", "pkdn_edge.export.bench", "--out", str(out / "bench"), "--artifacts", str(art),
             "--configs", "*cuda*", "*tensorrt*", "--num-faces", "50", "--threads", str(min(4, os.cpu_count() or 2))]
     if calib.get("synthetic"):
         argv += ["--calib-synthetic", "--calib-size", str(calib["size"])]
@@ -257,9 +260,11 @@ def report_md(res: dict[str, Any]) -> str:
              "", "## Machine", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in res["machine"].items()] + [f"- CUDA scheduling: {res['spin']}", ""]
     lines += ["## Engines vs ONNX Runtime (CPU) on the evaluation faces", "",
-              f"Faces: {res['faces']}. Latency: batch 1; ours = our `tensorrt` backend's `run_tensor` (host→device→host "
+              f"Faces: {res['faces']}. Latency: batch 1; ours = our `tensorrt` backend's `run_tensor` "
+              f"(host→device→host "
               "included), p50/p99 of 300 calls; trtexec = `--loadEngine --useSpinWait` (latency / GPU compute).", "",
-              "| scale | precision | builder | engine | build s | max abs diff | PSNR Δ vs ORT (dB) | ours p50/p99 ms | "
+              "| scale | precision | builder | engine | build s | max abs diff | PSNR Δ vs ORT (dB) "
+              "| ours p50/p99 ms | "
               "trtexec p50/p99 ms | GPU compute p50/p99 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["engines"]:
         if "error" in r or "skipped" in r:
@@ -297,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0, budget = time.perf_counter(), Budget(args.budget_s)
     from pkdn_edge.export.data import shared_faces, verification_faces
-    from pkdn_edge.export.trt_builders import why_unavailable
+    from pkdn_edge.export.targets.tensorrt_builders import why_unavailable
+
     from pkdn_edge.models.checkpoint import load_model
     from pkdn_edge.pretrained import pretrained_path
 
@@ -338,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 res["engines"].append(row)
                 log(f"x{scale} {prec} {b}: {json.dumps(row, default=str)[:400]}")
-    res["bench"] = {"skipped": "--no-bench or no GPU"} if args.no_bench or not gpu else run_bench(out, art, calib, budget)
+    res["bench"] = ({"skipped": "--no-bench or no GPU"} if args.no_bench or not gpu
+                    else run_bench(out, art, calib, budget))
     res["webcam"] = {"skipped": "--no-webcam or no GPU"} if args.no_webcam or not gpu else \
         run_webcam(out, art, args.clip, budget)
     res["seconds"] = time.perf_counter() - t0

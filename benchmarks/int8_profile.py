@@ -90,7 +90,7 @@ def original_macs(model) -> dict[str, int]:
             w = list(op.input_value(1).get_shape())
             macs[op.get_friendly_name()] = int(np.prod(out[:1] + out[2:])) * int(np.prod(w))
         elif t == "MatMul":
-            a, b = list(op.input_value(0).get_shape()), list(op.input_value(1).get_shape())
+            a = list(op.input_value(0).get_shape())
             out = list(op.get_output_shape(0))
             k = a[-1] if not op.get_attributes().get("transpose_a") else a[-2]
             macs[op.get_friendly_name()] = int(np.prod(out)) * int(k)
@@ -170,7 +170,8 @@ def to_markdown(what: str, load: str, summaries: dict, rows: list[dict], top: in
               "Time by layer type:", "", "| type (precision) | ms | share |", "|---|---|---|"]
     for k, v in s["ms_by_type"].items():
         lines.append(f"| {k} | {v} | {100 * v / max(s['sum_layers_ms'], 1e-9):.1f} % |")
-    lines += ["", f"Top {top} layers (pinned run):", "", "| layer | type | kernel | precision | ms | share | MMACs | GMAC/s |",
+    lines += ["", f"Top {top} layers (pinned run):", "",
+              "| layer | type | kernel | precision | ms | share | MMACs | GMAC/s |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows[:top]:
         lines.append(f"| {r['layer'][:60]} | {r['type']} | {r['kernel']} | {r['precision']} | {r['ms']} | "

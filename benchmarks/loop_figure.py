@@ -61,7 +61,8 @@ def row(hr: np.ndarray, lm_hr: np.ndarray, k: int, condition: str, pipe: FacePip
         tiles.append(t)
     faces = [f"x{f.engine_scale}" if f.engine_scale else "plain" for f in res.faces]
     head = np.zeros((22, TILE * 3, 3), np.uint8)
-    _label(head, f"camera 1/{k} ({condition}), eyes {iod / c / k:.1f} px in the frame, faces: {', '.join(faces) or '-'}")
+    _label(head, f"camera 1/{k} ({condition}), eyes {iod / c / k:.1f} px in the frame, "
+                 f"faces: {', '.join(faces) or '-'}")
     return np.concatenate([head, np.concatenate(tiles, axis=1)], axis=0), scores
 
 
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/figures/loop_vs_plain.png")
     args = p.parse_args(argv)
     demo = load_demo_face()
-    engines = {s: build_engine("auto", s, threads=args.threads, log=lambda m: print(m, file=sys.stderr)) for s in (4, 8)}
+    def log(m):
+        print(m, file=sys.stderr)
+
+    engines = {s: build_engine("auto", s, threads=args.threads, log=log) for s in (4, 8)}
     pipe = FacePipeline(engines, _small_faces(build_detector(args.threads), 5.0), detect_every=1)
     rows = []
     for k in args.downscales:

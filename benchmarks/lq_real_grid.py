@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
-from pkdn_edge.models.checkpoint import load_model
 from pkdn_edge.train.data import FaceData, to_tensor, to_uint8
 from pkdn_edge.train.degradations import bicubic_up
 from pkdn_edge.train.evaluate import make_grid
+
+from pkdn_edge.models.checkpoint import load_model
 
 SHARED_LQ = Path(__file__).resolve().parent.parent.parent / "shared" / "faces" / "lq_real"
 
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([sys.executable, "-m", "pkdn_edge.face.prepare", args.faces, tmp], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "pkdn_edge.face.prepare", args.faces, tmp],
+                           capture_output=True, text=True)
         if r.returncode not in (0, 1):
             print(f"error: pkdn-prepare failed: {r.stderr.strip()[-500:]}", file=sys.stderr)
             return 2
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {w} is a x{model.cfg.scale} model, not x{s}", file=sys.stderr)
             return 2
         with torch.no_grad():
-            cols[Path(w).stem] = np.concatenate([to_uint8(model(to_tensor(lr[i : i + 32]))) for i in range(0, len(lr), 32)])
+            cols[Path(w).stem] = np.concatenate([to_uint8(model(to_tensor(lr[i : i + 32])))
+                                                 for i in range(0, len(lr), 32)])
     for k in range(0, len(hr), args.rows):
         path = out / f"lq_real_x{s}_{k // args.rows}.png"
         cv2.imwrite(str(path), make_grid({c: v[k : k + args.rows] for c, v in cols.items()}, args.rows)[..., ::-1])

@@ -17,9 +17,11 @@ median over repeats of the ratio to ``bicubic`` in the same repeat.
 Configurations (``--configs``): ``default`` (the default loop: ``--backend auto``, ``--scale auto``, the
 default headless view), ``bicubic`` (``--backend bicubic``: the whole frame upscaled, no detector, no face
 path: what the user would otherwise run), ``default_output`` (the default loop with ``--view output``: no
-zoom panel), ``x4_output`` (``--scale 4 --view output``: one engine), ``default_h264`` (default + writing the output view to an H.264 file),
+zoom panel), ``x4_output`` (``--scale 4 --view output``: one engine), ``default_h264`` (default + writing the
+output view to an H.264 file),
 ``int8`` (``--backend openvino --precision int8``; needs an exported artifact in ./exports).
-All with ``--threads 2 --detect-every 5 --max-faces 3 --headless`` and otherwise the loop's defaults. Writes ``webcam.json`` and
+All with ``--threads 2 --detect-every 5 --max-faces 3 --headless`` and otherwise the loop's defaults. Writes
+``webcam.json`` and
 ``webcam.md`` to ``--out``. Say what else ran on the machine when you quote the numbers.
 """
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_faces import load_face_bank, paste, background, positions  # noqa: E402
+from small_faces import background, load_face_bank, paste, positions  # noqa: E402
 
 from pkdn_edge.face.detector import load_detector  # noqa: E402
 from pkdn_edge.face.scan import ScanDetector  # noqa: E402

@@ -113,7 +113,8 @@ def paste(frame: np.ndarray, crop: FaceCrop, iod: float, center: tuple[float, fl
     lm = (crop.landmarks + 0.5) * s - 0.5
     c = lm.mean(0)
     mask = np.zeros((n, n), np.float32)
-    cv2.ellipse(mask, (int(round(c[0])), int(round(c[1] - 0.2 * iod))), (max(1, int(1.9 * iod)), max(1, int(2.6 * iod))),
+    center = (int(round(c[0])), int(round(c[1] - 0.2 * iod)))
+    cv2.ellipse(mask, center, (max(1, int(1.9 * iod)), max(1, int(2.6 * iod))),
                 0, 0, 360, 1.0, -1)
     k = max(3, int(0.5 * iod) | 1)
     mask = cv2.GaussianBlur(mask, (k, k), 0)[..., None]

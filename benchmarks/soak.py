@@ -134,7 +134,8 @@ def _round(v: float | None) -> float | None:
 
 
 def table(records: list[dict]) -> str:
-    head = "| path | backend | minutes | samples | RSS start → end (max) MB | slope MB/min (all) | slope MB/min (2nd half) | frames | verdict |"
+    head = ("| path | backend | minutes | samples | RSS start → end (max) MB | slope MB/min (all) "
+            "| slope MB/min (2nd half) | frames | verdict |")
     lines = [head, "|" + "---|" * 9]
     for r in records:
         frames = (r.get("loop") or {}).get("frames", "–")
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downscale", type=float, default=8.0,
                    help="shrink a clip's frames by F (default 8: d10's faces get eyes about 12 px apart, so the SR "
                         "path runs; at full size they are larger than the models are for and stay plain); 0 = off")
-    p.add_argument("--paths", default="sr,bicubic", help="comma-separated: sr, bicubic (default both, one after the other)")
+    p.add_argument("--paths", default="sr,bicubic",
+                   help="comma-separated: sr, bicubic (default both, one after the other)")
     p.add_argument("--backend", default="auto", help="backend of the sr path (default auto)")
     p.add_argument("--precision", default=None, help="precision of the sr path (default: the model found)")
     p.add_argument("--scale", default="4", choices=("4", "8", "auto"))

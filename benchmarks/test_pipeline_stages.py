@@ -1,4 +1,4 @@
-"""Video-pipeline stages on one 640×480 frame with one face (the frame of ``pkdn_edge.bench.stages``):
+"""Video-pipeline stages on one 640×480 frame with one face (the frame of ``pkdn_edge.export.bench.stages``):
 detect, align, SR, upscale, paste, and a whole steady-state frame (``FacePipeline.process``,
 detection every 5th frame). The SR engine per scale is the one a deployment would use (OpenVINO
 INT8 when pkdn-bench built it); the output canvas is ×s, as in a single-engine pipeline."""
@@ -10,8 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
-from pkdn_edge.bench.configs import deploy_choice
+from pkdn_edge.export.bench.configs import deploy_choice
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def detector(threads: int):
 
 @pytest.fixture(scope="module")
 def scene(detector) -> tuple[np.ndarray, np.ndarray]:
-    from pkdn_edge.bench.stages import demo_frame
+    from pkdn_edge.export.bench.stages import demo_frame
 
     frame, faces = demo_frame(detector)
     if not faces:

@@ -73,7 +73,8 @@ def simulate_camera(frames: list[np.ndarray], s: int, rng: np.random.Generator) 
     for f in frames:
         x = cv2.GaussianBlur(f.astype(np.float32), (0, 0), cam["blur_sigma_lr"] * s)
         x = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
-        x = x + rng.standard_normal(x.shape).astype(np.float32) * np.sqrt(cam["shot_gain"] * np.clip(x, 0, 255) + cam["read_sigma"] ** 2)
+        sigma = np.sqrt(cam["shot_gain"] * np.clip(x, 0, 255) + cam["read_sigma"] ** 2)
+        x = x + rng.standard_normal(x.shape).astype(np.float32) * sigma
         lr.append(np.clip(x + 0.5, 0, 255).astype(np.uint8))
     enc = av.CodecContext.create("libx264", "w")
     enc.width, enc.height, enc.pix_fmt = size[0], size[1], "yuv420p"
@@ -193,7 +194,8 @@ def evaluate_clip(clip: Path, frames: list[np.ndarray], boxes: list, s: int, con
             sc["plain"].append(psnr(pl[Y1:Y2, X1:X2][..., ::-1], r))
             sc["loop"].append(psnr(o[Y1:Y2, X1:X2][..., ::-1], r))
             if len(crops) < args.figure_faces and i % max(1, n // args.figure_faces) == 0:
-                crops.append([cv2.resize(x[Y1:Y2, X1:X2], (128, 128), interpolation=cv2.INTER_AREA) for x in (pl, o, ref)])
+                crops.append([cv2.resize(x[Y1:Y2, X1:X2], (128, 128), interpolation=cv2.INTER_AREA)
+                              for x in (pl, o, ref)])
     if not sc["plain"]:
         return {}
     row = {"clip": clip.name, "scale": s, "condition": condition, "frames": n, "faces": len(sc["plain"]),
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conditions", nargs="+", choices=("clean", "camera", "lossless"),
                    default=["clean", "camera"], help="lossless = area ÷s only (a diagnostic)")
     p.add_argument("--loop-args", default="", help="extra webcam arguments (default: none, the default loop)")
-    p.add_argument("--min-iod", type=float, default=20.0, help="faces with eyes at least this far apart in the original")
+    p.add_argument("--min-iod", type=float, default=20.0,
+                   help="faces with eyes at least this far apart in the original")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure-faces", type=int, default=3, help="face crops per scale and condition in the figure")
@@ -273,16 +276,19 @@ def main(argv: list[str] | None = None) -> int:
               "worst_pair": None if worst is None else {k: worst[k] for k in ("clip", "scale", "condition", "gain_db")},
               "rows": rows}
     (out / "video_quality.json").write_text(json.dumps(report, indent=2))
-    lines = ["| clip | ÷ | condition | LR eyes (px) | faces | plain upscale (dB) | loop (dB) | gain |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| clip | ÷ | condition | LR eyes (px) | faces | plain upscale (dB) | loop (dB) | gain |",
+             "|---|---|---|---|---|---|---|---|"]
     for x in rows:
         lines.append(f"| {x['clip']} | {x['scale']} | {x['condition']} | {x['lr_iod_median']:.1f} | {x['faces']} | "
                      f"{x['psnr_plain']:.2f} | {x['psnr_loop']:.2f} | {x['gain_db']:+.2f} |")
     lines += ["", "| ÷ and condition | clips | mean gain | worst clip |", "|---|---|---|---|"]
     for k, v in summary.items():
         if "clips" in v:
-            lines.append(f"| {k} | {v['clips']} | {v['mean_gain_db']:+.2f} | {v['min_gain_db']:+.2f} ({v['worst_clip']}) |")
+            lines.append(f"| {k} | {v['clips']} | {v['mean_gain_db']:+.2f} | "
+                         f"{v['min_gain_db']:+.2f} ({v['worst_clip']}) |")
         else:
-            lines.append(f"| {k}: LR eyes {FIT_IOD[0]:g}–{FIT_IOD[1]:g} px | {v['pairs']} pairs | {v['mean_gain_db']:+.2f} | |")
+            lines.append(f"| {k}: LR eyes {FIT_IOD[0]:g}–{FIT_IOD[1]:g} px | {v['pairs']} pairs | "
+                         f"{v['mean_gain_db']:+.2f} | |")
     (out / "video_quality.md").write_text("Face-region Y-PSNR of the default loop and of the plain bicubic upscale of "
                                           "the whole frame (same canvas) vs the original frames; figure columns: plain "
                                           "upscale | loop | original.\n\n" + "\n".join(lines) + "\n")
