@@ -62,17 +62,14 @@ __all__ = [
 STAGES = ("detect", "track", "align", "sr", "upscale", "paste", "total")
 
 SR_IOD = float(TEMPLATE_128[1, 0] - TEMPLATE_128[0, 0])  # 43 px: eye distance of every SR output (128x128)
-#: The decision rule's two thresholds, as multiples of an engine template's eye distance (x4: 10.75 px,
-#: x8: 5.375 px), measured on the shared clips (docs/webcam.md, benchmarks/video_quality.py):
-#: a face larger than MAX_FACE_Q x the largest template keeps the plain upscale (x4 at 1.5x still gains
-#: +0.35 to +0.8 dB, at 2x it loses up to 1 dB on mp4v video); a face goes to the engine with the largest
-#: template it fills at least MIN_FACE_Q of (x4 down to 5.4 px: under camera degradation x4 on an 8 px face
-#: gained +1.8 dB where x8 gained nothing), else to the smallest template's.
+#: The decision rule's thresholds, as multiples of an engine template's eye distance (x4: 10.75 px,
+#: x8: 5.375 px): a face larger than MAX_FACE_Q x the largest template keeps the plain upscale; a face
+#: goes to the engine with the largest template it fills at least MIN_FACE_Q of, else to the smallest
+#: template's. The measurements behind them: docs/webcam.md (the decision rule).
 MAX_FACE_Q = 1.7
 MIN_FACE_Q = 0.5
-#: Faces smaller than SMALL_FACE_Q x their engine's template are blended at SMALL_FACE_WEIGHT (the model
-#: is least sure there: on 7 px faces under H.264 it ranged from -0.13 to +1.0 dB alone; the average of
-#: two estimates whose errors differ loses less and keeps most of the gain).
+#: Faces smaller than SMALL_FACE_Q x their engine's template are blended at SMALL_FACE_WEIGHT: the model
+#: is least sure there, and the average of two estimates whose errors differ keeps most of the gain.
 SMALL_FACE_Q = 0.7
 SMALL_FACE_WEIGHT = 0.5
 ALIGN_MODES = ("native", "template")

@@ -362,7 +362,7 @@ def blend_face(canvas: np.ndarray, face: np.ndarray, M_canvas: np.ndarray, feath
     Resampling: a face larger than its footprint by more than 1.25x is area-shrunk first (no
     aliasing); one magnified by more than 1.25x is enlarged with a separable bicubic resize; then one
     near-1:1 bicubic warp places it (a bilinear one at a half-pixel offset averages neighbours and
-    costs about 1 dB of the model's gain; at an integer offset the bicubic warp is an exact copy).
+    loses part of the model's gain, docs/results.md; at an integer offset the bicubic warp is an exact copy).
     ``interpolation`` overrides that last warp's kernel (``cv2.INTER_LINEAR``: the old paste, a diagnostic).
     """
     Hc, Wc = canvas.shape[:2]

@@ -15,12 +15,8 @@ here are this project's own:
 * score threshold, then non-maximum suppression (``cv2.dnn.NMSBoxes``).
 
 Landmarks are returned in the alignment template's order (:mod:`pkdn_edge.face.align`): image-left
-eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner.
-
-Latency of :meth:`RetinaFaceDetector.detect` on a 640x480 frame, 2 threads, measured on a 2-core x86
-VM with no other process using the CPU: ~9.5-11 ms at ``max_side=640`` (~6.6 ms of it the network,
-~1 ms pre/post-processing), ~6-6.6 ms at 480, ~2.5-3 ms at 320 (the smallest face found is then
-twice as large). The first call adds ~70-120 ms (session creation).
+eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner. A smaller
+``max_side`` is faster, and the smallest face found grows with it (timings: docs/results.md).
 """
 
 from __future__ import annotations

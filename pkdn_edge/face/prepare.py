@@ -14,20 +14,11 @@ face numbers from 0, largest face first). ``OUT_DIR/MANIFEST.csv`` lists every c
 ``source``, ``frame``, ``landmarks`` (5 points ``x,y;...`` in source px, template order),
 ``score``, ``interocular_px`` (source px), ``scale`` (source -> crop) and ``box``.
 
-``OUT_DIR`` must be empty or new: crops of an earlier run there would mix with the new ones
-(training reads every image in the folder). ``--overwrite`` first removes the crops an earlier run
-listed in its ``MANIFEST.csv`` (nothing else); images pkdn-prepare did not write are never
-touched, and a folder holding any is refused. ``MANIFEST.csv`` lists this run's crops: each row is
-appended (and flushed) *before* its crop is written, so a run stopped any way (Ctrl-C, SIGTERM,
-SIGKILL, a full disk) leaves a manifest that lists every crop it wrote, and ``--overwrite`` can
-redo it; at the end the file is rewritten atomically with exactly the crops written. Ctrl-C and
-SIGTERM print ``interrupted`` (exit 130). With ``--recursive`` the output folder is never read as
-input (``pkdn-prepare photos photos/crops --recursive``). Unreadable images are skipped with one
-warning line each; a summary (images read, faces written, what was skipped and why) ends the run.
-
-Videos: a frame that cannot be decoded is not taken for the end of the file. Reading continues
-past damaged frames up to the frame count the container announces; undecodable frames and frames
-never reached are counted in the summary, with a warning line.
+``OUT_DIR`` must be empty or new (crops of an earlier run would mix with the new ones);
+``--overwrite`` first removes only the crops an earlier run listed in its ``MANIFEST.csv``. Each
+manifest row is appended and flushed *before* its crop is written, so a run stopped any way leaves a
+manifest listing every crop it wrote; at the end the file is rewritten atomically. Unreadable images
+and undecodable video frames are skipped and counted; a summary ends the run.
 
 Exit status: 0 when the run completes (even with no face); 1 when it completed but frames of a
 damaged video could not be decoded (the crops of the readable frames are written); 2 on a user

@@ -2,10 +2,9 @@
 regions of interest around the faces already tracked.
 
 RetinaFace (MobileNet-0.25, :mod:`pkdn_edge.face.detector`) finds a face reliably when its eyes are
-about ``REF_IOD`` = 10 px apart **in the network input** (measured on the demo face at 720p: eyes 8 px
-apart found in 9 of 10 frames at native resolution, 10 px in 10 of 10). Shrinking a 1280x720 frame
-to 640 px halves every face, so the faces the x4 model is built for (eyes 10-14 px apart) are lost;
-running the whole frame at native resolution (or above) on every detector call costs 3-10x more.
+about ``REF_IOD`` = 10 px apart **in the network input** (docs/results.md). Shrinking a 1280x720 frame
+to 640 px halves every face, so the faces the x4 model is built for are lost; running the whole frame
+at native resolution on every detector call costs several times more.
 
 So :class:`ScanDetector` plans, per frame size, a list of **slots** (:meth:`ScanDetector.plan`):
 
@@ -15,14 +14,12 @@ So :class:`ScanDetector` plans, per frame size, a list of **slots** (:meth:`Scan
   overlap by the size of the largest face the coarse slot can miss (so no such face is cut in two).
   When the whole frame at that scale fits in about one tile, the plan is that single slot.
 
-Each call of :meth:`ScanDetector.detect_tracked` runs at most **one** slot (round robin: a full scan
-takes ``len(plan)`` calls; with tracked faces and no new face in the last scan, only every
-``scan_every``-th call advances the scan) plus one small region of interest per tracked face, cut around its last box and
-resized so its eyes are ``roi_iod`` px apart (where the detector is sure and precise). The cost of a
-call is therefore bounded by one tile plus one small crop per face, whatever the frame size; a new
-face is found within one scan: while :attr:`ScanDetector.scanning` (until a whole scan finds no new
-face) the pipeline runs the detector on every frame. :meth:`detect` (the plain detector interface)
-runs a whole scan.
+Each call of :meth:`ScanDetector.detect_tracked` runs at most **one** slot (round robin; with tracked
+faces and no new face in the last scan, only every ``scan_every``-th call advances the scan) plus one
+small region of interest per tracked face, resized so its eyes are ``roi_iod`` px apart. The cost of
+a call is bounded by one tile plus one small crop per face, whatever the frame size; a new face is
+found within one scan (while :attr:`ScanDetector.scanning` the pipeline runs the detector on every
+frame). :meth:`detect` (the plain detector interface) runs a whole scan.
 
 Of two detections of one face, the one seen larger by the network (a region of interest, or a tile
 rather than the coarse slot) is kept: its landmarks are more precise. All coordinates are
