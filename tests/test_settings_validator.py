@@ -10,8 +10,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from pkdn_edge.errors import PKDNError  # noqa: E402
 from pkdn_edge.train.config import TrainConfig, load_config  # noqa: E402
+
+from pkdn_edge.errors import PKDNError  # noqa: E402
 
 BAD_SETS = [
     ("steps=.inf", "steps"),
@@ -79,14 +80,36 @@ def test_good_values_still_load_with_their_types():
 
 def test_compress_refuses_bad_settings_before_making_its_out_folder(tmp_path, capsys):
     pytest.importorskip("openvino")
-    from pkdn_edge.export.compress import main
+    from pkdn_edge.export.compress.cli import main
 
     weights = Path(__file__).resolve().parents[1] / "pkdn_edge" / "weights" / "pkdn_edge_x4.pt"
     base = ["--weights", str(weights), "--out", str(tmp_path / "out"), "--int8", "none", "--finetune-steps", "0"]
-    for extra, key in ((["--set", "=="], "key"), (["--set", "betas=0.9"], "betas"), (["--set", "lr_min=.inf"], "lr_min"),
+    for extra, key in ((["--set", "=="], "key"), (["--set", "betas=0.9"], "betas"),
+                       (["--set", "lr_min=.inf"], "lr_min"),
                        (["--finetune-lr", "inf"], "finetune-lr"), (["--prune", "nan"], "prune"),
                        (["--max-drop", "inf"], "max-drop"), (["--threads", "0"], "threads")):
         assert main(base + extra) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and key in err[0], (extra, err)
         assert not (tmp_path / "out").exists(), extra
+
+
+def test_degradation_and_protocol_names_have_one_list_and_old_names_still_load():
+    """``DEGRADATIONS`` is the one list of training degradations (the validator's and BatchSampler's);
+    ``webcam`` (the old name of ``blur_noise_jpeg``) and ``paper`` (= ``bicubic``) load as the canonical
+    names, so checkpoints and log.csv columns keep them."""
+    import numpy as np
+    import torch
+    from pkdn_edge.train.config import CHOICES
+    from pkdn_edge.train.data import BatchSampler
+    from pkdn_edge.train.degradations import DEGRADATIONS
+
+    assert CHOICES["degradation"] is DEGRADATIONS
+    assert load_config(overrides=["degradation=webcam"]).degradation == "blur_noise_jpeg"
+    cfg = load_config(overrides=["degradation=paper", "select_on=paper"])
+    assert (cfg.degradation, cfg.select_on) == ("bicubic", "bicubic")
+    hr = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    old, new = (BatchSampler(hr, 4, d, augment=False, seed=3).batch(5, 4) for d in ("webcam", "blur_noise_jpeg"))
+    assert all(torch.equal(old[k], new[k]) for k in new)
+    with pytest.raises(PKDNError, match="unknown degradation"):
+        BatchSampler(hr, 4, "jpeg")

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pkdn_edge.train.config import load_config
+from pkdn_edge.train.loop import Trainer
 
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.models.checkpoint import load_model, read_checkpoint
-from pkdn_edge.train.config import load_config
-from pkdn_edge.train.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"widths": [8, 12], "depth": 1, "bottleneck_depth": 1, "refine_width": 8, "prior_width": 4}
@@ -211,10 +211,11 @@ def test_eval_flip_tta_adds_a_mirror_ensembled_row(tmp_path, faces):
     Trainer(_cfg(tmp_path, "run", steps=2)).run(progress=False)
     weights = str(tmp_path / "run" / "best.pt")
     out = tmp_path / "ev"
-    assert main(["eval", "--weights", weights, "--faces", str(faces), "--out", str(out), "--threads", "1", "--tta", "flip"]) == 0
+    assert main(["eval", "--weights", weights, "--faces", str(faces), "--out", str(out), "--threads", "1",
+                 "--tta", "flip"]) == 0
     rows = json.loads((out / "eval.json").read_text())["rows"]
     models = ["bicubic", "student (run)", "student (run) +flip"]
-    assert [(r["protocol"], r["model"]) for r in rows] == [("bicubic", m) for m in models] + [("camera", m) for m in models]
+    assert [(r["protocol"], r["model"]) for r in rows] == [(p, m) for p in ("paper", "camera") for m in models]
     assert rows[2]["psnr_ctcnet"] != rows[1]["psnr_ctcnet"]
     assert rows[3]["psnr_ctcnet"] < rows[0]["psnr_ctcnet"]  # the camera LR's bicubic is worse than the clean LR's
     model, _ = load_model(weights)
@@ -251,8 +252,68 @@ def test_eval_runs_the_robustness_matrix_of_family_protocols(tmp_path, faces, ca
     gains = [f"{r['gain_db']:+.2f}" for r in report["rows"] if r["model"] != "bicubic"]
     assert "| ×4 | student (run) | " + " | ".join(gains) + " |" in md
     assert (out / "grid_x4_mixed.png").exists()
-    with pytest.raises(SystemExit):
-        main(args[:-3] + ["--protocol", "webcam"])
+    capsys.readouterr()
+    assert main(args[:-3] + ["--protocol", "webcam"]) == 2  # a usage error: one line, no usage dump
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --protocol: invalid choice: 'webcam'"), err
+
+
+def test_eval_protocol_paper_and_its_alias_bicubic(tmp_path, faces):
+    """``--protocol paper`` is the paper protocol (PIL bicubic ↓s), the default with ``camera``;
+    ``bicubic``, its former name, still works and keeps its name in the rows; both together run once."""
+    import json
+
+    from pkdn_edge.train.camera import DEFAULT_PROTOCOLS, PROTOCOLS, protocol_lr
+    from pkdn_edge.train.cli import main
+
+    assert DEFAULT_PROTOCOLS == ("paper", "camera") and "paper" in PROTOCOLS
+    hr = _first_faces(faces)
+    assert np.array_equal(protocol_lr(hr, 4, "paper"), protocol_lr(hr, 4, "bicubic"))
+    Trainer(_cfg(tmp_path, "run", steps=2)).run(progress=False)
+    weights = str(tmp_path / "run" / "best.pt")
+    reports = {}
+    for name, protocol in (("paper", ["paper"]), ("bicubic", ["bicubic", "paper"])):
+        out = tmp_path / name
+        assert main(["eval", "--weights", weights, "--faces", str(faces), "--out", str(out), "--threads", "1",
+                     "--grid", "2", "--protocol", *protocol]) == 0
+        reports[name] = json.loads((out / "eval.json").read_text())
+        assert reports[name]["protocols"] == [name] and {r["protocol"] for r in reports[name]["rows"]} == {name}
+        assert (out / "grid_x4.png").exists() and f"| ×4 | {name} | student (run) |" in (out / "eval.md").read_text()
+    strip = [{k: v for k, v in r.items() if k != "protocol"} for r in reports["paper"]["rows"]]
+    assert strip == [{k: v for k, v in r.items() if k != "protocol"} for r in reports["bicubic"]["rows"]]
+
+
+def _first_faces(faces):
+    from pkdn_edge.train.data import FaceData
+
+    return FaceData.load(faces, hr_size=32).hr[:4]
+
+
+def test_usage_errors_of_the_train_clis_are_one_line(capsys):
+    """Every argparse in train/ is a CLIParser run inside run_cli: a bad flag or choice is one
+    ``error: ... (see PROG --help)`` line on stderr, nothing on stdout, exit 2."""
+    import subprocess
+    import sys
+
+    from pkdn_edge.train import camera_figure, cli, eval_priors, ship, warmstart
+
+    cases = [(cli.main, ["eval", "--protocol", "nope"], "pkdn-train eval"), (cli.main, ["trian"], "pkdn-train"),
+             (cli.main, ["student", "--max-minutes", "x"], "pkdn-train student"),
+             (ship.main, ["--bogus"], "python -m pkdn_edge.train.ship"),
+             (warmstart.main, [], "python -m pkdn_edge.train.warmstart"),
+             (eval_priors.main, ["--bogus"], "python -m pkdn_edge.train.eval_priors"),
+             (camera_figure.main, ["--faces", "x", "--out", "y.png", "--preset", "nope"],
+              "python -m pkdn_edge.train.camera_figure")]
+    for main, argv, prog in cases:
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1, (argv, err)
+        assert err.startswith("error: ") and err.rstrip().endswith(f"(see {prog} --help)"), err
+    exe = Path(sys.executable).parent / "pkdn-train"
+    if exe.exists():  # the installed console script, as the README promises
+        r = subprocess.run([str(exe), "eval", "--protocol", "nope"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: argument --protocol: invalid choice: 'nope'"), r.stderr
 
 
 def test_config_values_take_the_types_of_the_settings():
@@ -308,7 +369,6 @@ def test_eval_on_the_validation_split_of_a_config(tmp_path, faces, capsys):
     import json
 
     import yaml
-
     from pkdn_edge.train.cli import main
 
     cfg = _cfg(tmp_path, "run", steps=2)
@@ -350,7 +410,7 @@ def test_ship_writes_fp16_weights_a_card_and_the_eval_of_what_it_wrote(tmp_path,
     assert card["role"] == role and card["training"]["steps"] == 6 and card["commands"] == ["pkdn-train ..."]
     assert card["training"]["note"] == "from init"
     assert [(r["protocol"], r["model"]) for r in card["eval"]["rows"]] == [
-        (p, m) for p in ("bicubic", "camera") for m in ("bicubic", f"{role} ({stem})")]
+        (p, m) for p in ("paper", "camera") for m in ("bicubic", f"{role} ({stem})")]
     assert ("prior" in card["preprocessing"]) == (role == "teacher")
     assert json.loads((report / "eval.json").read_text())["rows"] == card["eval"]["rows"]
 
@@ -422,9 +482,9 @@ def test_warmstart_cli_scores_the_teacher_and_its_students(tmp_path, faces, caps
     """`python -m pkdn_edge.train.warmstart --config C` validates the teacher C's init names, then
     the students made from it."""
     import yaml
+    from pkdn_edge.train.warmstart import main
 
     from pkdn_edge.models.checkpoint import export_weights
-    from pkdn_edge.train.warmstart import main
 
     export_weights(_tiny_teacher(), tmp_path / "teacher.pt")
     cfg = _cfg(tmp_path, "run", init=str(tmp_path / "teacher.pt"), data_limit=24).to_dict()

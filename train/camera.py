@@ -39,7 +39,8 @@ from pkdn_edge.errors import PKDNError
 
 from .degradations import bicubic_down
 
-RESAMPLERS = ("area", "bilinear", "bicubic")  # v1's (the default): area, point-sampled bilinear, PIL antialiased bicubic
+# v1's (the default): area, point-sampled bilinear, PIL antialiased bicubic
+RESAMPLERS = ("area", "bilinear", "bicubic")
 ALL_RESAMPLERS = RESAMPLERS + ("bicubic_point", "nearest")  # + OpenCV bicubic without a low-pass, point sampling
 CODECS = ("libx264", "mpeg4")
 DENOISERS = ("bilateral", "guided")
@@ -90,7 +91,8 @@ class CameraDegradation:
     second_scale: tuple[float, float] = (1.2, 2.0)  # first round down to LR size × this, second to LR
     # ---- added after protocol v1 (issue 29). All off by default: with them off no random number is
     # drawn for them, so every v1 draw (and the frozen v1 protocol) is bit-identical; to_dict() lists
-    # a stage's settings only when its probability is not 0. Resamplers may also be "bicubic_point" and "nearest" (ALL_RESAMPLERS).
+    # a stage's settings only when its probability is not 0. Resamplers may also be "bicubic_point" and
+    # "nearest" (ALL_RESAMPLERS).
     # image processor, after sensor noise (widths in LR pixels): noise reduction, tone, sharpening, chroma
     p_denoise: float = 0.0                        # edge-preserving smear
     denoisers: tuple[str, ...] = DENOISERS        # bilateral filter or self-guided filter, drawn uniformly
@@ -118,9 +120,9 @@ class CameraDegradation:
                 raise PKDNError(f"camera setting {f.name} must be a probability in [0, 1], got {v!r}")
             if isinstance(v, list):
                 object.__setattr__(self, f.name, tuple(v))
-        for name in ("blur_sigma", "motion_length", "shot_gain", "read_sigma", "jpeg_quality", "h264_crf", "mpeg4_qscale",
-                     "denoise_strength", "denoise_radius", "tone_contrast", "sharpen_amount", "sharpen_radius",
-                     "mjpeg_quality"):
+        for name in ("blur_sigma", "motion_length", "shot_gain", "read_sigma", "jpeg_quality", "h264_crf",
+                     "mpeg4_qscale", "denoise_strength", "denoise_radius", "tone_contrast", "sharpen_amount",
+                     "sharpen_radius", "mjpeg_quality"):
             _range(name, getattr(self, name))
         _range("second_scale", self.second_scale, lo=1.0)
         _range("gamma", self.gamma, lo=0.1)
@@ -233,7 +235,8 @@ class CameraDegradation:
         """
         kind = self.resamplers[rng.integers(len(self.resamplers))]
         if kind == "bicubic":  # PIL's antialiased bicubic, per channel in float
-            return np.stack([np.asarray(Image.fromarray(x[..., c]).resize(size, Image.BICUBIC)) for c in range(3)], axis=-1)
+            return np.stack([np.asarray(Image.fromarray(x[..., c]).resize(size, Image.BICUBIC)) for c in range(3)],
+                            axis=-1)
         if kind == "nearest":
             return point_sample(x, size, rng.random(2))
         interp = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic_point": cv2.INTER_CUBIC}[kind]
@@ -528,14 +531,16 @@ def family_protocol_lr(hr: np.ndarray, scale: int, name: str) -> np.ndarray:
     """LR faces of the family protocol ``name``; face ``i`` seeded by (seed, version, family id, scale, i)."""
     deg = family_protocol(name)
     return np.stack([
-        deg(x, scale, np.random.default_rng([CAMERA_PROTOCOL_SEED, FAMILY_PROTOCOL_VERSION, _FAMILY_IDS[name], scale, i]))
+        deg(x, scale, np.random.default_rng(
+            [CAMERA_PROTOCOL_SEED, FAMILY_PROTOCOL_VERSION, _FAMILY_IDS[name], scale, i]))
         for i, x in enumerate(hr)
     ])
 
 
 def protocol_lr(hr: np.ndarray, scale: int, protocol: str) -> np.ndarray:
-    """LR faces of an evaluation protocol: ``"bicubic"`` (paper), ``"camera"`` (v1) or a family of :data:`FAMILIES`."""
-    if protocol == "bicubic":
+    """LR faces of an evaluation protocol of :data:`PROTOCOLS` or :data:`PROTOCOL_ALIASES`: ``"paper"``
+    (PIL bicubic ↓s; alias ``"bicubic"``), ``"camera"`` (v1) or a family of :data:`FAMILIES`."""
+    if PROTOCOL_ALIASES.get(protocol, protocol) == "paper":
         return np.stack([bicubic_down(x, scale) for x in hr])
     if protocol == "camera":
         return camera_protocol_lr(hr, scale)
@@ -544,56 +549,6 @@ def protocol_lr(hr: np.ndarray, scale: int, protocol: str) -> np.ndarray:
     raise PKDNError(f"unknown protocol {protocol!r}; choose from {list(PROTOCOLS)}")
 
 
-PROTOCOLS = ("bicubic", "camera") + FAMILIES
-
-
-# ---------------------------------------------------------------------- a figure of examples
-def example_figure(hr: np.ndarray, draws: int = 5, seed: int = 0, preset: str = "v1") -> np.ndarray:
-    """One RGB figure per HR face (128×128): row ×4 and row ×8, each ``HR | clean LR | draws`` of the
-    training degradation ``preset`` (without clean pairs), LR shown with nearest-neighbour ↑s."""
-    deg = CameraDegradation.from_dict({"preset": preset, "p_clean": 0.0})
-    rows = []
-    for face_i, face in enumerate(hr):
-        for s in (4, 8):
-            rng = np.random.default_rng([seed, face_i, s])
-            tiles = [face, bicubic_down(face, s)] + [deg(face, s, rng) for _ in range(draws)]
-            up = [t if t.shape[0] == face.shape[0] else cv2.resize(t, face.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-                  for t in tiles]
-            rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in up], axis=1))
-    return np.concatenate(rows, axis=0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from pkdn_edge.errors import run_cli
-
-    p = argparse.ArgumentParser(prog="python -m pkdn_edge.train.camera",
-                                description="Write a figure of camera-degradation examples (HR | clean LR | draws, ×4 and ×8).")
-    p.add_argument("--faces", required=True, help="folder of aligned 128×128 faces (e.g. pkdn-prepare output)")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--max-faces", type=int, default=2)
-    p.add_argument("--draws", type=int, default=5)
-    p.add_argument("--preset", choices=sorted(CAMERA_PRESETS), default="v1",
-                   help="camera model: v1 (the defaults the shipped students were trained on) or wide")
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        from pathlib import Path
-
-        files = sorted(f for f in Path(args.faces).glob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        faces = [cv2.imread(str(f)) for f in files[: args.max_faces]]
-        if not faces or any(f is None or f.shape[:2] != (128, 128) for f in faces):
-            raise PKDNError(f"{args.faces}: expected readable aligned 128×128 faces (pkdn-prepare output)")
-        hr = np.stack([f[..., ::-1] for f in faces])
-        fig = example_figure(hr, args.draws, preset=args.preset)
-        if not cv2.imwrite(args.out, fig[..., ::-1]):
-            raise PKDNError(f"could not write {args.out}")
-        print(f"wrote {args.out}: per face, rows ×4 and ×8: HR | PIL-bicubic LR | {args.draws} camera draws ({args.preset})")
-        return 0
-
-    return run_cli(body)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+PROTOCOLS = ("paper", "camera") + FAMILIES
+PROTOCOL_ALIASES = {"bicubic": "paper"}  # the paper protocol's former name (validation and log.csv still use it)
+DEFAULT_PROTOCOLS = ("paper", "camera")  # what pkdn-train eval (and ship) scores unless told otherwise

@@ -5,7 +5,9 @@
     pkdn-train eval --weights runs/edge_x8_student/best.pt --faces ../shared/faces/eval --out reports/eval_x8
 
 Training resumes from ``<out>/last.pt`` when it exists; ``--max-minutes`` time-boxes a run (it
-checkpoints and exits; run the same command again to continue).
+checkpoints and exits; run the same command again to continue). A usage error (an unknown verb, flag
+or choice) is one ``error: ... (see pkdn-train VERB --help)`` line and exit 2
+(:class:`~pkdn_edge.errors.CLIParser`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import signal
 import sys
 
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 
 
 def _sigterm_as_interrupt() -> None:
@@ -58,8 +60,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pkdn-train", description="Train and evaluate PKDN teachers and students.")
-    sub = p.add_subparsers(dest="verb", required=True)
+    from .camera import DEFAULT_PROTOCOLS, PROTOCOL_ALIASES, PROTOCOLS
+
+    p = CLIParser(prog="pkdn-train", description="Train and evaluate PKDN teachers and students.")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=CLIParser)
     for role in ("teacher", "student"):
         s = sub.add_parser(role, help=f"train a PKDN {role}")
         s.add_argument("--config", help="YAML config (see train/configs/)")
@@ -67,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
         s.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.csv)")
     e = sub.add_parser("eval", help="PSNR/SSIM vs bicubic on aligned HR faces + an image grid")
-    e.add_argument("--weights", nargs="+", required=True, help="one or more checkpoints (student or teacher) or exported artifact folders "
-                   "(pkdn-export --out: scored through their runtime engine)")
+    e.add_argument("--weights", nargs="+", required=True, help="one or more checkpoints (student or teacher) or "
+                   "exported artifact folders (pkdn-export --out: scored through their runtime engine)")
     e.add_argument("--faces", default="../shared/faces/eval", help="folder of aligned 128×128 HR faces")
     e.add_argument("--val-of", metavar="CONFIG", help="evaluate on the held-out validation faces of this training "
                    "config instead of --faces (for comparing and selecting models)")
@@ -77,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scale", type=int, default=None, help="check that every checkpoint has this scale")
     e.add_argument("--grid", type=int, default=6, help="faces shown in the grid image")
     e.add_argument("--threads", type=int, default=2)
-    e.add_argument("--protocol", nargs="+", default=["bicubic", "camera"],
-                   choices=("bicubic", "camera", "clean", "blur", "aliasing", "noise", "isp", "jpeg", "video", "mixed", "matrix"),
-                   help="LR protocols: bicubic (paper: PIL bicubic ↓s), camera (the frozen camera degradation set v1, "
-                        "train/camera.py), the frozen per-family sets clean, blur, aliasing, noise, isp, jpeg, video, "
-                        "mixed, or matrix (all eight families); each gets its own bicubic baseline row")
+    e.add_argument("--protocol", nargs="+", default=list(DEFAULT_PROTOCOLS), metavar="PROTOCOL",
+                   choices=PROTOCOLS + tuple(PROTOCOL_ALIASES) + ("matrix",),
+                   help="LR protocols (default: paper camera): paper (the paper protocol: PIL bicubic ↓s; "
+                        "bicubic is an alias, its former name, and its rows keep that name), camera (the frozen "
+                        "camera degradation set v1, train/camera.py), the frozen per-family sets clean, blur, "
+                        "aliasing, noise, isp, jpeg, video, mixed, or matrix (all eight families); each gets its "
+                        "own bicubic baseline row")
     e.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                    help="fp32 (default; OpenVINO INFERENCE_PRECISION_HINT f32), or bf16/auto: bf16 only where the CPU "
                         "has it natively (AVX512-BF16/AMX; OpenVINO: BF16 in its CPU capabilities), else fp32")
@@ -91,9 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def body() -> int:
+        args = build_parser().parse_args(argv)  # inside run_cli: a usage error is one line, exit 2
         if args.verb == "eval":
             return _eval(args)
         return _train(args.verb, args)

@@ -14,6 +14,8 @@ import yaml
 
 from pkdn_edge.errors import PKDNError
 
+from .degradations import DEGRADATION_ALIASES, DEGRADATIONS
+
 
 @dataclass
 class TrainConfig:
@@ -28,12 +30,13 @@ class TrainConfig:
     # data
     data: str = "../shared/faces/train"
     layout: str = "aligned"          # "aligned", "celeba" or "celebamask" (see pkdn_edge.train.data)
-    degradation: str = "bicubic"     # "bicubic" (paper protocol), "camera" (train/camera.py: blur, resampler,
-                                     # sensor noise, JPEG/H.264/MPEG-4, second order, clean pairs) or "webcam"
-                                     # (the older blur/noise/JPEG mix)
+    degradation: str = "bicubic"     # "bicubic" (paper protocol; alias "paper"), "camera" (train/camera.py: blur,
+                                     # resampler, sensor noise, JPEG/H.264/MPEG-4, second order, clean pairs) or
+                                     # "blur_noise_jpeg" (the older fixed chain; alias "webcam"); DEGRADATIONS
     camera: dict = field(default_factory=dict)  # CameraDegradation overrides (degradation: camera),
                                      # e.g. {p_clean: 0.3, read_sigma: [0.5, 3]}
-    select_on: str = "bicubic"       # validation score that picks best.pt: "bicubic" (paper protocol), "camera"
+    select_on: str = "bicubic"       # validation score that picks best.pt: "bicubic" (paper protocol; alias
+                                     # "paper"; logged as val_bicubic), "camera"
                                      # (the frozen camera protocol on the validation faces) or "mean" of both
     augment: bool = True             # photometric + small similarity jitter (see BatchSampler)
     prior_source: str = "landmarks"  # teacher priors: "landmarks" (dlib 68 points) or "labels" (celebamask)
@@ -74,10 +77,10 @@ class TrainConfig:
     precision: str = "auto"          # "auto" (bf16 only where the CPU has native bf16, AVX512-BF16 or AMX, and a
                                      # short probe measures it faster; fp32 otherwise; train/precision.py),
                                      # "fp32", or "bf16": forward passes under bfloat16 autocast (weights,
-                                     # optimiser and losses stay fp32); 1.7x faster steps on CPUs with
-                                     # AVX512-BF16/AMX, about 6x slower where bf16 is emulated (docs/training.md)
-    channels_last: bool = True       # NHWC memory layout for model and batches (measured 1.3-1.5x faster
-                                     # training steps on CPU; numerically the same network)
+                                     # optimiser and losses stay fp32); faster on CPUs with AVX512-BF16/AMX,
+                                     # several times slower where bf16 is emulated (timings: docs/training.md)
+    channels_last: bool = True       # NHWC memory layout for model and batches (faster training steps on CPU,
+                                     # docs/training.md; numerically the same network)
     out: str = "runs/default"
     cache_dir: str = ".cache/pkdn"
     log_every: int = 50
@@ -101,12 +104,8 @@ class TrainConfig:
             raise PKDNError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise PKDNError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-        if self.degradation not in ("bicubic", "camera", "webcam"):
-            raise PKDNError(f"degradation must be 'bicubic', 'camera' or 'webcam', got {self.degradation!r}")
         if self.teacher_lr not in ("same", "clean"):
             raise PKDNError(f"teacher_lr must be 'same' or 'clean', got {self.teacher_lr!r}")
-        if self.select_on not in ("bicubic", "camera", "mean"):
-            raise PKDNError(f"select_on must be 'bicubic', 'camera' or 'mean', got {self.select_on!r}")
         if not isinstance(self.camera, dict):
             raise PKDNError(f"camera must be a mapping of CameraDegradation settings, got {self.camera!r}")
         if self.camera:
@@ -143,7 +142,8 @@ class TrainConfig:
         settable = sorted({f.name for f in fields(PKDNConfig)} - {"scale", "prior_channels"})
         unknown = sorted(set(self.model) - set(settable))
         if unknown:
-            raise PKDNError(f"unknown model: keys {unknown}; valid keys: {settable} (scale and role are top-level settings)")
+            raise PKDNError(f"unknown model: keys {unknown}; valid keys: {settable} "
+                            "(scale and role are top-level settings)")
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model.items()}
         try:
             model_config(self.preset, self.scale, self.role, **overrides)
@@ -188,10 +188,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 STRICTLY_POSITIVE = {"lr"}
 CHOICES: dict[str, tuple[str, ...]] = {
     "role": ("teacher", "student"), "layout": ("aligned", "celeba", "celebamask"),
-    "degradation": ("bicubic", "camera", "webcam"), "select_on": ("bicubic", "camera", "mean"),
+    "degradation": DEGRADATIONS, "select_on": ("bicubic", "camera", "mean"),
     "prior_source": ("landmarks", "labels"), "teacher_lr": ("same", "clean"), "pixel_loss": ("l1", "mse"),
     "feat_adapter": ("identity", "conv"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
 }
+#: Other names a choice is accepted under, replaced by the canonical value (so checkpoints and log.csv
+#: columns keep the canonical names): ``paper`` is the paper protocol's name in ``pkdn-train eval``.
+ALIASES: dict[str, dict[str, str]] = {"degradation": DEGRADATION_ALIASES, "select_on": {"paper": "bicubic"}}
 
 
 def check_setting(key: str, value: object) -> object:
@@ -213,6 +216,8 @@ def check_setting(key: str, value: object) -> object:
             want = (f"> {lo}" if key in STRICTLY_POSITIVE else f">= {lo}") if hi is None else \
                 f"in [{lo}, {hi}{']' if hi_inclusive else ')'}"
             raise PKDNError(f"{key} must be {want}, got {value!r}")
+    if key in ALIASES and isinstance(value, str):
+        value = ALIASES[key].get(value, value)
     if key in CHOICES and value not in CHOICES[key]:
         raise PKDNError(f"{key} must be one of {list(CHOICES[key])}, got {value!r}")
     if key == "betas" and not all(0.0 <= b < 1.0 for b in value):

@@ -30,7 +30,7 @@ import torch
 from pkdn_edge.errors import PKDNError
 
 from .camera import CameraDegradation
-from .degradations import WebcamDegradation, bicubic_down
+from .degradations import DEGRADATIONS, BlurNoiseJPEGDegradation, bicubic_down, degradation_name
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 LAYOUTS = ("aligned", "celeba", "celebamask")
@@ -194,7 +194,8 @@ def face_sharpness(hr: np.ndarray) -> np.ndarray:
     out = np.empty(n, np.float64)
     for i in range(n):
         g = cv2.cvtColor(hr[i], cv2.COLOR_RGB2GRAY).astype(np.float32)
-        lo = cv2.resize(cv2.resize(g, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_CUBIC)
+        half = cv2.resize(g, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        lo = cv2.resize(half, (w, h), interpolation=cv2.INTER_CUBIC)
         mse = float(np.mean((g[r0:r1, c0:c1] - lo[r0:r1, c0:c1]) ** 2))
         out[i] = 10 * np.log10(max(mse, 1e-10))
     return out
@@ -215,8 +216,11 @@ class BatchSampler:
     Args:
         hr: (N,H,W,3) uint8 RGB faces.
         scale: SR factor.
-        degradation: ``"bicubic"`` (paper protocol, LR precomputed), ``"camera"``
-            (:class:`~pkdn_edge.train.camera.CameraDegradation`, settings in ``camera``) or ``"webcam"``.
+        degradation: one of :data:`~pkdn_edge.train.degradations.DEGRADATIONS` (or an alias):
+            ``"bicubic"`` (paper protocol, LR precomputed), ``"camera"``
+            (:class:`~pkdn_edge.train.camera.CameraDegradation`, settings in ``camera``) or
+            ``"blur_noise_jpeg"`` (:class:`~pkdn_edge.train.degradations.BlurNoiseJPEGDegradation`,
+            formerly ``"webcam"``).
         priors: optional (N,K,H,W) uint8 soft parsing maps (0..255) for the teacher.
         flip: random horizontal flips (prior channels of left/right regions are swapped too).
         augment: photometric jitter (brightness, contrast, saturation) on every face and, for half
@@ -229,16 +233,17 @@ class BatchSampler:
         flip: bool = True, augment: bool = True, seed: int = 0, camera: dict | None = None,
         clean_lr: bool = False,
     ) -> None:
-        if degradation not in ("bicubic", "camera", "webcam"):
-            raise PKDNError(f"unknown degradation {degradation!r}; choose 'bicubic', 'camera' or 'webcam'")
+        degradation = degradation_name(degradation)
+        if degradation not in DEGRADATIONS:
+            raise PKDNError(f"unknown degradation {degradation!r}; choose from {list(DEGRADATIONS)}")
         self.hr, self.scale, self.degradation = hr, scale, degradation
         self.priors, self.flip, self.augment, self.seed = priors, flip, augment, seed
         self.clean_lr = clean_lr and degradation != "bicubic"  # also the paper-protocol LR (batch["lr_clean"])
         precompute = degradation == "bicubic" and not augment
         self.lr = np.stack([bicubic_down(x, scale) for x in hr]) if precompute else None
         self.degrade = None
-        if degradation == "webcam":
-            self.degrade = WebcamDegradation()
+        if degradation == "blur_noise_jpeg":
+            self.degrade = BlurNoiseJPEGDegradation()
         elif degradation == "camera":
             self.degrade = CameraDegradation.from_dict(camera)
 
@@ -291,7 +296,8 @@ def _augment(
             m[:, 2] += rng.uniform(-2, 2, 2)
             x = cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
             if p is not None:
-                p = np.stack([cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for c in p])
+                p = np.stack([cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                              for c in p])
         f = x.astype(np.float32)
         gray = f.mean(axis=2, keepdims=True)
         f = gray + (f - gray) * rng.uniform(0.85, 1.15)  # saturation

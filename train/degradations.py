@@ -2,8 +2,11 @@
 
 * ``bicubic``: the paper protocol (CTCNet/SPARNet): PIL bicubic ↓s, antialiased. Deterministic.
   (cv2.INTER_CUBIC does not antialias when shrinking and must not be used to make LR faces.)
-* ``webcam``: a realistic mix for live cameras: Gaussian blur, a random resampling kernel, sensor
-  noise and JPEG compression, each drawn from a seeded generator.
+* ``blur_noise_jpeg`` (:class:`BlurNoiseJPEGDegradation`; formerly ``webcam``): the older fixed
+  four-stage chain, Gaussian blur, a random resampler, Gaussian noise, JPEG, each drawn from a seeded
+  generator, with fixed ranges. Superseded by ``camera`` (:class:`~pkdn_edge.train.camera.CameraDegradation`
+  in ``train/camera.py``: a configurable camera model with signal-dependent sensor noise, video codecs,
+  second order and clean pairs, and the frozen evaluation protocols).
 
 All functions take and return RGB uint8 arrays (H,W,3).
 """
@@ -16,7 +19,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
-DEGRADATIONS = ("bicubic", "webcam")
+#: The training degradations (``degradation:`` of a config, :class:`~pkdn_edge.train.data.BatchSampler`):
+#: ``bicubic`` (the paper protocol), ``camera`` (train/camera.py), ``blur_noise_jpeg`` (the older chain below).
+DEGRADATIONS = ("bicubic", "camera", "blur_noise_jpeg")
+#: Former or alternative names still accepted in configs: ``webcam`` (the old name of ``blur_noise_jpeg``),
+#: ``paper`` (the paper protocol's name in ``pkdn-train eval --protocol``).
+DEGRADATION_ALIASES = {"webcam": "blur_noise_jpeg", "paper": "bicubic"}
+
+
+def degradation_name(name: str) -> str:
+    """The canonical name of a training degradation (an alias resolved); unknown names are returned as given."""
+    return DEGRADATION_ALIASES.get(name, name)
 
 
 def bicubic_down(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -34,8 +47,11 @@ def bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class WebcamDegradation:
-    """Random blur → resample ↓s → noise → JPEG. Ranges are inclusive; set a range to (0, 0) to skip."""
+class BlurNoiseJPEGDegradation:
+    """The older fixed chain (``degradation: blur_noise_jpeg``, formerly ``webcam``): Gaussian blur →
+    resample ↓s (area, bilinear or PIL bicubic) → Gaussian noise → JPEG. Unlike
+    :class:`~pkdn_edge.train.camera.CameraDegradation` it has no settings in configs, signal-independent
+    noise, no video codec, second order or clean pairs. Ranges are inclusive; set a range to (0, 0) to skip."""
 
     blur_sigma: tuple[float, float] = (0.2, 1.6)
     noise_sigma: tuple[float, float] = (0.0, 6.0)  # in 0..255 units
@@ -62,3 +78,6 @@ class WebcamDegradation:
             ok, buf = cv2.imencode(".jpg", lr[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
             lr = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
         return np.ascontiguousarray(lr)
+
+
+WebcamDegradation = BlurNoiseJPEGDegradation  # the former name

@@ -12,7 +12,6 @@ is fitted on eval: this only measures.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from dataclasses import dataclass, field
@@ -21,9 +20,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, PKDNError, run_cli
 
-from .priors import FACIAL_REGIONS, HAIR_OR_OTHER, REGIONS, LandmarkPrior, celebamask_to_labels, rasterize_regions, soften
+from .priors import (
+    FACIAL_REGIONS,
+    HAIR_OR_OTHER,
+    REGIONS,
+    LandmarkPrior,
+    celebamask_to_labels,
+    rasterize_regions,
+    soften,
+)
 
 DEFAULT_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
 SUBSETS = ("camhq_maskgan", "camhq_parsing")
@@ -172,13 +179,13 @@ def report(res: dict[str, Scores], faces: list[Face], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m pkdn_edge.train.eval_priors", description=__doc__.split("\n")[0])
+    p = CLIParser(prog="python -m pkdn_edge.train.eval_priors", description=__doc__.split("\n")[0])
     p.add_argument("--faces", type=Path, default=DEFAULT_FACES, help=f"shared faces folder (default {DEFAULT_FACES})")
     p.add_argument("--out", type=Path, help="also write the Markdown report here")
     p.add_argument("--no-baseline", action="store_true", help="skip the mean-shape baseline")
-    args = p.parse_args(argv)
 
     def body() -> None:
+        args = p.parse_args(argv)  # inside run_cli: a usage error is one line, exit 2
         root = eval_dir(args.faces)
         faces = load_faces(root)
         model = LandmarkPrior()

@@ -2,7 +2,8 @@
 
 LR protocols, each with its own bicubic baseline (PIL bicubic ↑s of the *same* LR):
 
-* ``bicubic`` — the paper's (``../shared/design/PKDN.md`` §4): LR = PIL bicubic ↓s (antialiased).
+* ``paper`` (alias ``bicubic``, its former name) — the paper's (``../shared/design/PKDN.md`` §4): LR = PIL
+  bicubic ↓s (antialiased). A row's protocol is the name asked for (``bicubic`` rows for ``--protocol bicubic``).
 * ``camera`` — the frozen camera protocol (:func:`pkdn_edge.train.camera.camera_protocol_lr`,
   version ``CAMERA_PROTOCOL_VERSION``): each face degraded once by the camera model with its own seed.
 * the frozen per-family protocols of the robustness matrix (``clean``, ``blur``, ``aliasing``,
@@ -29,8 +30,15 @@ from pkdn_edge.errors import PKDNError
 from pkdn_edge.metrics import evaluate_pair
 from pkdn_edge.models.checkpoint import load_model
 
+from .camera import (
+    CAMERA_PROTOCOL_VERSION,
+    DEFAULT_PROTOCOLS,
+    FAMILY_PROTOCOL_VERSION,
+    PROTOCOL_ALIASES,
+    PROTOCOLS,
+    protocol_lr,
+)
 from .data import FaceData, to_tensor, to_uint8
-from .camera import CAMERA_PROTOCOL_VERSION, FAMILY_PROTOCOL_VERSION, PROTOCOLS, protocol_lr
 from .degradations import bicubic_down, bicubic_up
 
 METRIC_KEYS = ("psnr_ctcnet", "ssim_ctcnet", "psnr_dic", "ssim_dic")
@@ -106,7 +114,8 @@ def matrix_table(rows: list[dict], protocols: tuple[str, ...]) -> list[str]:
         vals = []
         for p in protocols:
             r = cell.get((s, m, p))
-            vals.append("–" if r is None else f"{r['psnr_ctcnet']:.2f} dB" if m == "bicubic" else f"{r['gain_db']:+.2f}")
+            vals.append("–" if r is None else f"{r['psnr_ctcnet']:.2f} dB" if m == "bicubic"
+                        else f"{r['gain_db']:+.2f}")
         lines.append(f"| ×{s} | {m} | " + " | ".join(vals) + " |")
     return lines
 
@@ -154,10 +163,10 @@ class ArtifactModel:
             raise PKDNError(f"{self.engine.name} takes {wh}x{ww} inputs; cannot score {h}x{w} faces with it")
         # an artifact served on a window larger than the face (pkdn-export --window): the face mirrored
         # out to the window, as the export's calibration and verification do; scored on the face's part
-        t, l, s = (wh - h) // 2, (ww - w) // 2, self.engine.scale
-        x = torch.nn.functional.pad(lr.float(), (l, ww - w - l, t, wh - h - t), mode="reflect")
+        t, left, s = (wh - h) // 2, (ww - w) // 2, self.engine.scale
+        x = torch.nn.functional.pad(lr.float(), (left, ww - w - left, t, wh - h - t), mode="reflect")
         out = torch.from_numpy(np.ascontiguousarray(self.engine.run_unit(x.numpy())))
-        return out[:, :, t * s : (t + h) * s, l * s : (l + w) * s]
+        return out[:, :, t * s : (t + h) * s, left * s : (left + w) * s]
 
 
 def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndarray:
@@ -171,89 +180,110 @@ def validation_faces(config: str, overrides: list[str] | None = None) -> np.ndar
     return data.hr[train_val_split(data, cfg)[1]]
 
 
-def run_eval(
-    weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2,
-    val_of: str | None = None, overrides: list[str] | None = None, tta: str = "none",
-    protocols: tuple[str, ...] = ("bicubic", "camera"), precision: str = "fp32",
-) -> dict:
-    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}[_{protocol}].png`` under ``out``.
-
-    ``protocols``: the LR protocols to run (``bicubic``, ``camera`` by default; or any of
-    :data:`~pkdn_edge.train.camera.PROTOCOLS`), each with
-    its own bicubic row. ``val_of`` (a training config, with ``overrides``) evaluates on that
-    config's held-out validation faces instead of the ``faces`` folder: the set to compare and
-    select models on. ``tta="flip"`` adds a row per model with mirror self-ensembling.
-    ``precision``: ``fp32`` (default), or ``bf16``/``auto``: bf16 where it is native (:func:`eval_precision`).
-    """
-    unknown = [p for p in protocols if p not in PROTOCOLS]
+def eval_protocols(protocols: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The protocols to run, as named, one per protocol (``paper`` and its alias ``bicubic`` together run
+    once, under the first name given); an unknown name is a :class:`PKDNError`."""
+    unknown = [p for p in protocols if PROTOCOL_ALIASES.get(p, p) not in PROTOCOLS]
     if unknown or not protocols:
-        raise PKDNError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
-    torch.set_num_threads(threads)
-    prec = eval_precision(precision)
-    print(f"precision: torch {prec['torch']}, openvino {prec['openvino']} ({prec['why']})", flush=True)
-    if val_of:
-        hr = validation_faces(val_of, overrides)
-        extra = f" {' '.join(overrides)}" if overrides else ""
-        faces = f"validation split of {val_of}{extra}"
-    else:
-        hr = FaceData.load(faces, recursive=False).hr  # eval/parsing/ holds label maps, not faces
+        raise PKDNError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)} (bicubic = paper)")
+    first: dict[str, str] = {}
+    for p in protocols:
+        first.setdefault(PROTOCOL_ALIASES.get(p, p), p)
+    return tuple(first.values())
+
+
+def load_faces(faces: str, val_of: str | None, overrides: list[str] | None) -> tuple[np.ndarray, str]:
+    """(HR faces (N,H,W,3), their description): the ``faces`` folder, or the held-out validation split of
+    the training config ``val_of`` (with ``overrides``)."""
+    if not val_of:
+        return FaceData.load(faces, recursive=False).hr, faces  # eval/parsing/ holds label maps, not faces
+    extra = f" {' '.join(overrides)}" if overrides else ""
+    return validation_faces(val_of, overrides), f"validation split of {val_of}{extra}"
+
+
+def load_models(weights: list[str], scale: int | None, threads: int, ov_hint: str) -> list[tuple[str, object]]:
+    """``(path, model)`` per checkpoint or exported artifact folder; each must have ``scale`` when given."""
     models = []
     for w in weights:
-        model = ArtifactModel(w, threads, prec["openvino"]) if Path(w).is_dir() else load_model(w)[0]
+        model = ArtifactModel(w, threads, ov_hint) if Path(w).is_dir() else load_model(w)[0]
         if scale is not None and model.cfg.scale != scale:
             raise PKDNError(f"{w} is a ×{model.cfg.scale} model, not ×{scale}")
         models.append((w, model))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return models
 
-    teacher_priors = None
-    rows: list[dict] = []
-    for s in sorted({m.cfg.scale for _, m in models}):
-        for protocol in protocols:
-            lr = protocol_lr(hr, s, protocol)
-            bic = np.stack([bicubic_up(x, s) for x in lr])
-            base = _mean_metrics(bic, hr)
-            rows.append({"scale": s, "protocol": protocol, "model": "bicubic", "weights": "", **base, "gain_db": 0.0})
-            grid = {f"LR x{s}": np.stack([cv2.resize(x, hr.shape[1:3][::-1], interpolation=cv2.INTER_NEAREST) for x in lr]),
-                    "bicubic": bic}
-            for w, model in ((w, m) for w, m in models if m.cfg.scale == s):
-                priors = None
-                if model.cfg.role == "teacher":
-                    if teacher_priors is None:
-                        from .priors import compute_priors
 
-                        teacher_priors = compute_priors(np.ascontiguousarray(hr[..., ::-1]), cache_dir=None)
-                    priors = teacher_priors
-                tag = Path(w).parent.name if Path(w).stem in ("best", "last") else Path(w).stem
-                if isinstance(model, ArtifactModel):
-                    tag = f"{Path(w).name}: {model.engine.name}"
-                name = f"{model.cfg.role} ({tag})"
-                variants = [("none", name)] + ([(tta, f"{name} +{tta}")] if tta != "none" and model.cfg.role == "student" else [])
-                for t, label in variants:
-                    sr = super_resolve(model, hr, s, priors, tta=t, lr_faces=lr, bf16=prec["torch"] == "bf16")
-                    m = _mean_metrics(sr, hr)
-                    rows.append({"scale": s, "protocol": protocol, "model": label, "weights": w, **m,
-                                 "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
-                    if t == "none":
-                        grid[name] = sr
-            grid["HR"] = hr
-            suffix = "" if protocol == "bicubic" else f"_{protocol}"
-            grid_path = out_dir / f"grid_x{s}{suffix}.png"
-            if not cv2.imwrite(str(grid_path), make_grid(grid, grid_faces)[..., ::-1]):
-                raise PKDNError(f"could not write {grid_path}")
+def model_name(w: str, model) -> str:
+    """A row's model name: ``role (run folder or file stem)``, or ``role (folder: engine)`` for an artifact."""
+    tag = Path(w).parent.name if Path(w).stem in ("best", "last") else Path(w).stem
+    if isinstance(model, ArtifactModel):
+        tag = f"{Path(w).name}: {model.engine.name}"
+    return f"{model.cfg.role} ({tag})"
 
-    report = {"faces": str(faces), "num_faces": len(hr), "protocols": list(protocols), "precision": prec,
-              "camera_protocol_version": CAMERA_PROTOCOL_VERSION, "family_protocol_version": FAMILY_PROTOCOL_VERSION,
-              "metrics": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+
+class TeacherPriors:
+    """The landmark priors of the HR faces, computed once, on the first teacher that needs them."""
+
+    def __init__(self, hr: np.ndarray) -> None:
+        self.hr, self.priors = hr, None
+
+    def __call__(self) -> np.ndarray:
+        if self.priors is None:
+            from .priors import compute_priors
+
+            self.priors = compute_priors(np.ascontiguousarray(self.hr[..., ::-1]), cache_dir=None)
+        return self.priors
+
+
+def score_protocol(
+    hr: np.ndarray, scale: int, protocol: str, models: list[tuple[str, object]], teacher_priors: TeacherPriors,
+    tta: str = "none", bf16: bool = False,
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """One protocol at one scale: (rows: the bicubic baseline, then each model and its ``tta`` variant;
+    grid columns: LR, bicubic, each model)."""
+    lr = protocol_lr(hr, scale, protocol)
+    bic = np.stack([bicubic_up(x, scale) for x in lr])
+    base = mean_metrics(bic, hr)
+    rows = [{"scale": scale, "protocol": protocol, "model": "bicubic", "weights": "", **base, "gain_db": 0.0}]
+    grid = {f"LR x{scale}": np.stack([cv2.resize(x, hr.shape[1:3][::-1], interpolation=cv2.INTER_NEAREST) for x in lr]),
+            "bicubic": bic}
+    for w, model in models:
+        priors = teacher_priors() if model.cfg.role == "teacher" else None
+        name = model_name(w, model)
+        flip = tta != "none" and model.cfg.role == "student"
+        variants = [("none", name)] + ([(tta, f"{name} +{tta}")] if flip else [])
+        for t, label in variants:
+            sr = super_resolve(model, hr, scale, priors, tta=t, lr_faces=lr, bf16=bf16)
+            m = mean_metrics(sr, hr)
+            rows.append({"scale": scale, "protocol": protocol, "model": label, "weights": w, **m,
+                         "gain_db": m["psnr_ctcnet"] - base["psnr_ctcnet"]})
+            if t == "none":
+                grid[name] = sr
+    return rows, grid
+
+
+def write_grid(out_dir: Path, scale: int, protocol: str, grid: dict[str, np.ndarray], hr: np.ndarray, n: int) -> None:
+    """``grid_x{s}.png`` (paper protocol) or ``grid_x{s}_{protocol}.png``: the grid columns, then HR."""
+    suffix = "" if PROTOCOL_ALIASES.get(protocol, protocol) == "paper" else f"_{protocol}"
+    grid_path = out_dir / f"grid_x{scale}{suffix}.png"
+    if not cv2.imwrite(str(grid_path), make_grid({**grid, "HR": hr}, n)[..., ::-1]):
+        raise PKDNError(f"could not write {grid_path}")
+
+
+def report_lines(faces: str, num_faces: int, protocols: tuple[str, ...], prec: dict, rows: list[dict]) -> list[str]:
+    """eval.md: what was evaluated, one table row per result, and the model × protocol table (> 2 protocols)."""
+    canonical = {PROTOCOL_ALIASES.get(p, p) for p in protocols}
+    paper = ("`bicubic` = LR by PIL bicubic ↓s (paper)" if "bicubic" in protocols
+             else "`paper` = the paper protocol, LR by PIL bicubic ↓s")
     lines = [
-        f"Evaluated on {len(hr)} faces from `{faces}` (Y channel). Protocols: `bicubic` = LR by PIL bicubic ↓s "
-        f"(paper); `camera` = the frozen camera protocol v{CAMERA_PROTOCOL_VERSION} (train/camera.py)"
+        f"Evaluated on {num_faces} faces from `{faces}` (Y channel). Protocols: {paper}; "
+        f"`camera` = the frozen camera protocol v{CAMERA_PROTOCOL_VERSION} (train/camera.py)"
         + (f"; the others the frozen per-family protocols v{FAMILY_PROTOCOL_VERSION} (docs/camera.md)"
-           if set(protocols) - {"bicubic", "camera"} else "")
-        + f". Gains are over PIL bicubic ↑s of the same LR. Precision: torch {prec['torch']}, OpenVINO {prec['openvino']}.",
+           if canonical - {"paper", "camera"} else "")
+        + ". Gains are over PIL bicubic ↑s of the same LR. "
+        f"Precision: torch {prec['torch']}, OpenVINO {prec['openvino']}.",
         "",
-        "| scale | protocol | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) | gain vs bicubic |",
+        "| scale | protocol | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) "
+        "| gain vs bicubic |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -262,8 +292,54 @@ def run_eval(
             f"{r['psnr_dic']:.2f} | {r['ssim_dic']:.4f} | {r['gain_db']:+.2f} dB |"
         )
     if len(protocols) > 2:
-        lines += ["", "Gain over bicubic of the same LR (PSNR CTCNet, dB), per protocol:", ""] + matrix_table(rows, protocols)
+        lines += ["", "Gain over bicubic of the same LR (PSNR CTCNet, dB), per protocol:", ""]
+        lines += matrix_table(rows, protocols)
+    return lines
+
+
+def write_reports(
+    out_dir: Path, faces: str, num_faces: int, protocols: tuple[str, ...], prec: dict, rows: list[dict]
+) -> dict:
+    """Write ``eval.json`` and ``eval.md`` (and print the table); returns the report."""
+    report = {"faces": str(faces), "num_faces": num_faces, "protocols": list(protocols), "precision": prec,
+              "camera_protocol_version": CAMERA_PROTOCOL_VERSION, "family_protocol_version": FAMILY_PROTOCOL_VERSION,
+              "metrics": {"ctcnet": "Y, no crop", "dic": "Y, 8-px crop"}, "rows": rows}
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    lines = report_lines(faces, num_faces, protocols, prec, rows)
     (out_dir / "eval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out_dir / 'eval.md'}, {out_dir / 'eval.json'} and grid images in {out_dir}")
     return report
+
+
+def run_eval(
+    weights: list[str], faces: str, out: str, scale: int | None = None, grid_faces: int = 6, threads: int = 2,
+    val_of: str | None = None, overrides: list[str] | None = None, tta: str = "none",
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS, precision: str = "fp32",
+) -> dict:
+    """Evaluate checkpoints; write ``eval.json``, ``eval.md`` and ``grid_x{s}[_{protocol}].png`` under ``out``.
+
+    ``protocols``: the LR protocols to run (``paper``, ``camera`` by default; or any of
+    :data:`~pkdn_edge.train.camera.PROTOCOLS`, or the alias ``bicubic`` of ``paper``), each with
+    its own bicubic row. ``val_of`` (a training config, with ``overrides``) evaluates on that
+    config's held-out validation faces instead of the ``faces`` folder: the set to compare and
+    select models on. ``tta="flip"`` adds a row per model with mirror self-ensembling.
+    ``precision``: ``fp32`` (default), or ``bf16``/``auto``: bf16 where it is native (:func:`eval_precision`).
+    """
+    protocols = eval_protocols(protocols)
+    torch.set_num_threads(threads)
+    prec = eval_precision(precision)
+    print(f"precision: torch {prec['torch']}, openvino {prec['openvino']} ({prec['why']})", flush=True)
+    hr, faces = load_faces(faces, val_of, overrides)
+    models = load_models(weights, scale, threads, prec["openvino"])
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    teacher_priors = TeacherPriors(hr)
+    rows: list[dict] = []
+    for s in sorted({m.cfg.scale for _, m in models}):
+        for protocol in protocols:
+            block, grid = score_protocol(hr, s, protocol, [(w, m) for w, m in models if m.cfg.scale == s],
+                                         teacher_priors, tta, bf16=prec["torch"] == "bf16")
+            rows += block
+            write_grid(out_dir, s, protocol, grid, hr, grid_faces)
+    return write_reports(out_dir, faces, len(hr), protocols, prec, rows)

@@ -33,12 +33,12 @@ from pkdn_edge.metrics import psnr
 from pkdn_edge.models import PKDN, PKDNConfig, create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint, save_atomic
 
-from .config import TrainConfig
 from .camera import protocol_lr
+from .config import TrainConfig
 from .data import BatchSampler, FaceData, face_sharpness, split_indices, to_tensor, to_uint8
 from .degradations import bicubic_down
-from .precision import choose_precision
 from .losses import FeatureAdapters, feat_weight, feature_distillation
+from .precision import choose_precision
 from .student_init import student_from_teacher
 
 LOG_FIELDS = ["step", "loss", "l1", "feat", "out", "lr", "data_s", "val_psnr", "val_bicubic", "val_camera", "elapsed_s"]
@@ -53,7 +53,9 @@ def train_val_split(data: FaceData, cfg: TrainConfig) -> tuple[np.ndarray, np.nd
         keep = face_sharpness(data.hr) >= cfg.min_sharpness
         tr, va = tr[keep[tr]], va[keep[va]]
         if len(tr) == 0 or len(va) == 0:
-            raise PKDNError(f"min_sharpness={cfg.min_sharpness} dB leaves {len(tr)} training / {len(va)} validation faces")
+            raise PKDNError(
+                f"min_sharpness={cfg.min_sharpness} dB leaves {len(tr)} training / {len(va)} validation faces"
+            )
     return tr, va
 
 
@@ -139,6 +141,11 @@ class WeightEMA:
 class Trainer:
     """One run: builds data, model, optimiser; resumes from ``<out>/last.pt`` when it exists.
 
+    ``__init__`` runs the set-up stages in order: :meth:`_set_up_run` (threads, device, precision,
+    ``out``), :meth:`_build_data`, :meth:`_build_teacher`, :meth:`_build_priors`, :meth:`_build_sampler`,
+    :meth:`_build_validation`, then, after seeding torch, :meth:`_build_model`, :meth:`_set_memory_format`,
+    :meth:`_build_optimizer` (adapters, Adam, EMA) and :meth:`_resume`.
+
     ``model`` (optional) is trained instead of the one ``cfg`` describes (``init``/``preset``),
     e.g. an NNCF fake-quantized student for quantization-aware training
     (:mod:`pkdn_edge.export.qat`, which also overrides :meth:`student_forward` and
@@ -148,43 +155,86 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, model: PKDN | None = None) -> None:
         self.cfg = cfg
-        torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
-        self.precision, why = choose_precision(cfg.precision, self.device.type)
+        self._set_up_run()
+        self._build_data()
+        self._build_teacher()
+        self._build_priors()
+        self._build_sampler()
+        self._build_validation()
+        torch.manual_seed(cfg.seed)  # the model's initial weights (and any random adapter) come after this
+        init_meta = self._build_model(model)
+        self._set_memory_format()
+        self._build_optimizer(init_meta)
+        self.step = 0
+        self.best = -math.inf
+        self._resume()
+
+    # ------------------------------------------------------------------ set-up stages (in this order)
+    def _set_up_run(self) -> None:
+        """Threads, device, precision (printed once: :func:`~pkdn_edge.train.precision.choose_precision`), ``out``."""
+        torch.set_num_threads(self.cfg.threads)
+        self.device = resolve_device(self.cfg.device)
+        self.precision, why = choose_precision(self.cfg.precision, self.device.type)
         print(f"precision: {self.precision} ({why})", flush=True)
-        self.out = Path(cfg.out)
+        self.out = Path(self.cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
+    def _build_data(self) -> None:
+        """The faces of ``cfg.data`` split into ``train_data`` and ``val_data`` (:func:`train_val_split`)."""
+        cfg = self.cfg
         data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
         tr, va = train_val_split(data, cfg)
         self.train_data, self.val_data = data.subset(tr), data.subset(va)
 
+    def _build_teacher(self) -> None:
+        """``self.teacher``: the frozen distillation source of a student with ``cfg.teacher``, else None.
+        A teacher (LR + prior), or a student (LR only), e.g. the unpruned student a pruned one is
+        fine-tuned from (pkdn-compress)."""
+        cfg = self.cfg
         self.teacher: PKDN | None = None
-        if cfg.role == "student" and cfg.teacher:
-            # the distillation source: a teacher (LR + prior), or a student (LR only), e.g. the
-            # unpruned student a pruned one is fine-tuned from (pkdn-compress)
-            self.teacher, _ = load_model(cfg.teacher)
-            if self.teacher.cfg.scale != cfg.scale:
-                raise PKDNError(
-                    f"{cfg.teacher} is a ×{self.teacher.cfg.scale} {self.teacher.cfg.role}; need a ×{cfg.scale} teacher"
-                )
-            self.teacher.to(self.device).eval().requires_grad_(False)
+        if cfg.role != "student" or not cfg.teacher:
+            return
+        self.teacher, _ = load_model(cfg.teacher)
+        if self.teacher.cfg.scale != cfg.scale:
+            raise PKDNError(
+                f"{cfg.teacher} is a ×{self.teacher.cfg.scale} {self.teacher.cfg.role}; need a ×{cfg.scale} teacher"
+            )
+        self.teacher.to(self.device).eval().requires_grad_(False)
+
+    def _build_priors(self) -> None:
+        """Parsing priors of the training faces (for a teacher run, or a teacher to distil from) and of the
+        validation faces (teacher runs only); None where not needed."""
+        cfg = self.cfg
         needs_priors = cfg.role == "teacher" or (self.teacher is not None and self.teacher.cfg.role == "teacher")
         self.priors = load_priors(self.train_data, cfg) if needs_priors else None
         self.val_priors = load_priors(self.val_data, cfg) if cfg.role == "teacher" else None
 
+    def _build_sampler(self) -> None:
+        """The seeded :class:`~pkdn_edge.train.data.BatchSampler` of the training faces."""
+        cfg = self.cfg
         self.sampler = BatchSampler(
             self.train_data.hr, cfg.scale, cfg.degradation, self.priors, augment=cfg.augment, seed=cfg.seed,
             camera=cfg.camera, clean_lr=self.teacher is not None and cfg.teacher_lr == "clean",
         )
-        # validation LR per protocol: the paper's always; the frozen camera protocol's when trained or selected on it
+
+    def _build_validation(self) -> None:
+        """Validation LR per protocol (``self.val_lr``, keys = log.csv's ``val_<protocol>`` columns): the
+        paper protocol's (``bicubic``) always; the frozen camera protocol's when trained or selected on it."""
+        cfg = self.cfg
         protocols = ["bicubic"] + (["camera"] if cfg.degradation == "camera" or cfg.select_on != "bicubic" else [])
         self.val_lr = {p: protocol_lr(self.val_data.hr, cfg.scale, p) for p in protocols}
-        torch.manual_seed(cfg.seed)
+
+    def _build_model(self, model: PKDN | None) -> dict:
+        """``self.model``: the ``model`` given, the ``cfg.init`` checkpoint (a teacher there starts a student:
+        :meth:`_student_from_teacher`) or a new network of ``cfg.preset``/``cfg.model``; returns the init
+        checkpoint's metadata (its ``pruning`` record sets up the adapters)."""
+        cfg = self.cfg
         init_meta: dict = {}
         if model is not None:
             if model.cfg.scale != cfg.scale or model.cfg.role != cfg.role:
-                raise PKDNError(f"the given model is a ×{model.cfg.scale} {model.cfg.role}, not a ×{cfg.scale} {cfg.role}")
+                raise PKDNError(
+                    f"the given model is a ×{model.cfg.scale} {model.cfg.role}, not a ×{cfg.scale} {cfg.role}"
+                )
             self.model = model.to(self.device).train()
         elif cfg.init:
             self.model, init_meta = load_model(cfg.init)
@@ -197,10 +247,19 @@ class Trainer:
         else:
             overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
             self.model = create_model(cfg.preset, cfg.scale, cfg.role, **overrides).to(self.device)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        return init_meta
+
+    def _set_memory_format(self) -> None:
+        """Channels-last (``cfg.channels_last``) or contiguous layout for the model, the teacher and the batches."""
+        self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         if self.teacher is not None:
             self.teacher.to(memory_format=self.memory_format)
+
+    def _build_optimizer(self, init_meta: dict) -> None:
+        """Feature adapters (with a teacher; channel selections for a pruned ``init``), Adam over the model and
+        adapters, and the weight average (``cfg.ema_decay``)."""
+        cfg = self.cfg
         self.adapters = None
         params = list(self.model.parameters())
         if self.teacher is not None:
@@ -213,9 +272,6 @@ class Trainer:
             params += list(self.adapters.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.step = 0
-        self.best = -math.inf
-        self._resume()
 
     def _student_from_teacher(self, teacher: PKDN) -> PKDN:
         """``cfg.init`` is a teacher: the student starts as that teacher with its mean training prior
@@ -257,7 +313,9 @@ class Trainer:
                 ) from None
         if self.ema is not None:
             if not ckpt.get("ema"):
-                raise PKDNError(f"{last} was trained without ema_decay; resume with the run's own setting or use a new `out` folder")
+                raise PKDNError(
+                    f"{last} was trained without ema_decay; resume with the run's own setting or use a new `out` folder"
+                )
             self.ema.model.load_state_dict(ckpt["ema"])
         self.step, self.best = int(ckpt["step"]), float(ckpt["best"])
         self._trim_log()
@@ -306,7 +364,8 @@ class Trainer:
         stats = {"l1": l1.item(), "lr": lr_now, "data_s": t_data}
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
-                sr_t, feats_t = self.teacher.forward_features(b.get("lr_clean", b["lr"]), b.get("prior"))  # no prior: a student source
+                # no prior: a student source
+                sr_t, feats_t = self.teacher.forward_features(b.get("lr_clean", b["lr"]), b.get("prior"))
             sr_t, feats_t = sr_t.float(), [f.float() for f in feats_t]
             fd = feature_distillation(self.adapters(feats), feats_t)
             od = F.l1_loss(sr, sr_t)
@@ -335,7 +394,8 @@ class Trainer:
         end = min(cfg.steps, stop_at) if stop_at else cfg.steps
         t0 = time.time()
         deadline = t0 + 60 * max_minutes if max_minutes else math.inf
-        bar = tqdm(total=end, initial=self.step, disable=not progress, desc=f"{cfg.role} ×{cfg.scale}", dynamic_ncols=True)
+        bar = tqdm(total=end, initial=self.step, disable=not progress, desc=f"{cfg.role} ×{cfg.scale}",
+                   dynamic_ncols=True)
         acc: dict[str, list[float]] = {}
         self.model.train()
         try:
@@ -392,7 +452,6 @@ class Trainer:
 
     def save_best(self, score: float) -> None:
         """Write ``<out>/best.pt`` (inference weights) for a new best validation PSNR."""
-        export_weights(
-            self.eval_model, self.out / "best.pt", meta={"step": self.step, "val_psnr": score, "val": getattr(self, "val_scores", {}),
-                                                  "train": self.cfg.to_dict(), "precision": self.precision}
-        )
+        meta = {"step": self.step, "val_psnr": score, "val": getattr(self, "val_scores", {}),
+                "train": self.cfg.to_dict(), "precision": self.precision}
+        export_weights(self.eval_model, self.out / "best.pt", meta=meta)

@@ -1,7 +1,7 @@
 """``precision: auto``: bfloat16 only where the CPU computes it natively *and* it is measured faster.
 
-On CPUs without native bf16 (no AVX512-BF16, no AMX) PyTorch emulates bf16 convolutions; a
-camera ×4 student step took 6× longer in bf16 than in fp32 on an AVX2-only machine (issue 29).
+On CPUs without native bf16 (no AVX512-BF16, no AMX) PyTorch emulates bf16 convolutions, several
+times slower than fp32 (measured steps per second: docs/training.md, "Precision that fits the CPU").
 So ``auto`` decides in two steps:
 
 1. **Flags.** Native bf16 = ``avx512_bf16`` or ``amx_bf16`` in the CPU's flags (``/proc/cpuinfo``;
@@ -110,7 +110,8 @@ def choose_precision(requested: str, device: str = "cpu", flags: set[str] | None
     spent = time.perf_counter() - t
     if speedup >= MIN_SPEEDUP:
         return "bf16", f"auto: {which}, and a {spent:.1f} s probe ran bf16 {speedup:.2f}x as fast as fp32"
-    return "fp32", f"auto: {which}, but a {spent:.1f} s probe ran bf16 only {speedup:.2f}x as fast as fp32 (< {MIN_SPEEDUP}x)"
+    return "fp32", (f"auto: {which}, but a {spent:.1f} s probe ran bf16 only {speedup:.2f}x as fast as fp32 "
+                    f"(< {MIN_SPEEDUP}x)")
 
 
 def openvino_precision(requested: str, core=None) -> tuple[str, str]:
@@ -130,4 +131,5 @@ def openvino_precision(requested: str, core=None) -> tuple[str, str]:
         return "f32", f"{requested} requested, but the OpenVINO CPU capabilities could not be read ({exc})"
     if "BF16" in caps:
         return "bf16", f"{requested} requested and the OpenVINO CPU plugin has native BF16"
-    return "f32", f"{requested} requested, but the OpenVINO CPU plugin has no native BF16 (capabilities: {' '.join(sorted(caps))})"
+    return "f32", (f"{requested} requested, but the OpenVINO CPU plugin has no native BF16 "
+                   f"(capabilities: {' '.join(sorted(caps))})")

@@ -13,7 +13,6 @@ runtime relies on.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -21,7 +20,7 @@ import platform
 import sys
 from pathlib import Path
 
-from pkdn_edge.errors import PKDNError, run_cli
+from pkdn_edge.errors import CLIParser, run_cli
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint
 from pkdn_edge.models.complexity import count_macs, count_params
 from pkdn_edge.pretrained import WEIGHTS_DIR
@@ -76,7 +75,8 @@ def ship(
     train_cfg = meta.get("train") or read_checkpoint(run_dir / "last.pt").get("train", {})
     s = model.cfg.scale
     stem, default_dir, tag = (
-        (f"pkdn_edge_x{s}", WEIGHTS_DIR, "shipped") if role == "student" else (f"pkdn_teacher_x{s}", TEACHERS_DIR, "teacher")
+        (f"pkdn_edge_x{s}", WEIGHTS_DIR, "shipped") if role == "student"
+        else (f"pkdn_teacher_x{s}", TEACHERS_DIR, "teacher")
     )
     name = name or stem
     out_dir = Path(out_dir or default_dir)
@@ -113,7 +113,8 @@ def ship(
             "val_psnr_by_protocol": meta.get("val", {}),
             "teacher": train_cfg.get("teacher"),
             "wall_time_s": round(_wall_time(run_dir), 1),
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {train_cfg.get('threads')}",
+            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                        f"torch threads {train_cfg.get('threads')}",
             "config": train_cfg,
             **({"note": note} if note else {}),
         },
@@ -121,7 +122,8 @@ def ship(
                  "camera_protocol_version": ev["camera_protocol_version"], "rows": rows},
         "commands": commands,
         "preprocessing": preprocessing,
-        "license_note": "trained on research/non-commercial face data: not for commercial use without checking its terms",
+        "license_note": "trained on research/non-commercial face data: not for commercial use without checking "
+                        "its terms",
     }
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"shipped {out} ({out.stat().st_size / 1e6:.2f} MB) and its card")
@@ -129,9 +131,10 @@ def ship(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pkdn_edge.train.ship", description=__doc__.split("\n\n")[0])
+    p = CLIParser(prog="python -m pkdn_edge.train.ship", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="training run folder holding best.pt")
-    p.add_argument("--faces", default="../shared/faces/eval", help="aligned HR faces to evaluate the shipped weights on")
+    p.add_argument("--faces", default="../shared/faces/eval",
+                   help="aligned HR faces to evaluate the shipped weights on")
     p.add_argument("--command", action="append", default=[], help="a command that reproduces the run (repeatable)")
     p.add_argument("--name", default=None, help="file stem of the weights + card (default: pkdn_edge_x{s} for a "
                    "student, pkdn_teacher_x{s} for a teacher)")
@@ -141,9 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: reports/eval_x{s}_shipped or reports/eval_x{s}_teacher)")
     p.add_argument("--note", default="", help="what the card cannot read off the run, e.g. the history of an `init` "
                    "checkpoint (stored as training.note)")
-    args = p.parse_args(argv)
-    return run_cli(lambda: ship(args.run, args.faces, args.command, name=args.name, out_dir=args.out,
-                                report_dir=args.report, note=args.note) and 0)
+
+    def body() -> int:
+        args = p.parse_args(argv)  # inside run_cli: a usage error is one line, exit 2
+        ship(args.run, args.faces, args.command, name=args.name, out_dir=args.out, report_dir=args.report,
+             note=args.note)
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

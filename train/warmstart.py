@@ -17,8 +17,15 @@ __all__ = ["main", "student_from_teacher"]
 def main(argv: list[str] | None = None) -> int:
     """``python -m pkdn_edge.train.warmstart --config C``: validation PSNR of the teacher a student
     config's ``init`` names, with its prior and converted to a student (prior folded / dropped)."""
-    import argparse
+    from pkdn_edge.errors import CLIParser, run_cli
 
+    ap = CLIParser(prog="python -m pkdn_edge.train.warmstart", description=main.__doc__)
+    ap.add_argument("--config", required=True, help="a student config whose init is a teacher")
+    return run_cli(lambda: _score(ap.parse_args(argv).config))
+
+
+def _score(config: str) -> int:
+    """Print the three validation scores of ``main`` for the student config ``config``."""
     import numpy as np
 
     from pkdn_edge.models.checkpoint import load_model
@@ -27,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import FaceData
     from .loop import load_priors, resolve_device, train_val_split, validate
 
-    ap = argparse.ArgumentParser(prog="python -m pkdn_edge.train.warmstart", description=main.__doc__)
-    ap.add_argument("--config", required=True, help="a student config whose init is a teacher")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config)
+    cfg = load_config(config)
     torch.set_num_threads(cfg.threads)
     teacher, _ = load_model(cfg.init)
     data = FaceData.load(cfg.data, cfg.layout, cfg.hr_size, cfg.cache_dir, limit=cfg.data_limit or None)
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("teacher, with its prior", validate(teacher.to(dev), hr, cfg.scale, dev, priors[va])),
         ("student from it, prior dropped", validate(student_from_teacher(teacher).to(dev), hr, cfg.scale, dev)),
-        ("student from it, mean prior folded", validate(student_from_teacher(teacher, fold).to(dev), hr, cfg.scale, dev)),
+        ("student from it, mean prior folded",
+         validate(student_from_teacher(teacher, fold).to(dev), hr, cfg.scale, dev)),
     ]
     for name, score in rows:
         print(f"{name:36s} {score:.3f} dB on {len(va)} validation faces")
