@@ -150,3 +150,21 @@ def test_the_check_catches(case):
 @pytest.mark.parametrize("case", sorted(ALLOWED))
 def test_the_check_allows(case):
     assert not violations(ALLOWED[case], "pkdn_edge.engines.select"), case
+
+
+LOOP = ("pkdn_edge.pipeline", "pkdn_edge.webcam", "pkdn_edge.display", "pkdn_edge.loopstats")
+
+
+@pytest.mark.parametrize("path", sorted((RUNTIME / "engines").glob("*.py")), ids=lambda p: p.name)
+def test_engines_sit_below_the_pipeline(path):
+    """engines/ is imported by the pipeline and the loop, never the reverse (BicubicEngine lives in
+    engines/bicubic.py, not in pipeline.py)."""
+    module, is_pkg = module_name(path), path.name == "__init__.py"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith(LOOP)]
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(module, is_pkg, node)
+            found += [n for n in [base] + [f"{base}.{a.name}" for a in node.names] if n.startswith(LOOP)]
+    assert not found, f"{path.relative_to(ROOT)} imports {found}"
