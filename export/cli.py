@@ -23,8 +23,16 @@ from pathlib import Path
 from pkdn_edge.errors import CLIParser, PKDNError, run_cli, sigterm_as_interrupt
 
 from .formats import FORMATS, TARGETS, format_table, option_flag, target_options
-from .settings import (BUILDERS, EXPORT_EXTRA, IGNORE_GROUPS, PRESETS, CalibOptions, ExportRequest, Int8Settings,
-                       parse_ignore)
+from .settings import (
+    BUILDERS,
+    EXPORT_EXTRA,
+    IGNORE_GROUPS,
+    PRESETS,
+    CalibOptions,
+    ExportRequest,
+    Int8Settings,
+    parse_ignore,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint to export (default: the shipped student pkdn_edge/weights/pkdn_edge_x<scale>.pt)")
     p.add_argument("--scale", type=int, choices=(2, 4, 8), default=None,
                    help="x4 (32->128) or x8 (16->128); default: the checkpoint's scale, 4 for the shipped one")
-    p.add_argument("--out", type=Path, default=None, help="artifact folder (default exports/<target>_<precision>_x<scale>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="artifact folder (default exports/<target>_<precision>_x<scale>)")
     p.add_argument("--window", type=int, default=None, metavar="N",
                    help="side of the LR input window (default what the webcam loop feeds: 40 at x4, 1.25x its 32 "
                         "training crop; 16 at x8; 0 = the training crop)")
@@ -103,7 +112,8 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
                          settings=settings, auto_ignore=auto, max_drop=args.max_drop,
                          accuracy_control=args.accuracy_control)
     return ExportRequest(target=args.target, precision=args.precision, weights=args.weights, scale=args.scale,
-                         window=args.window, out=args.out, batch=None if args.dynamic else args.batch, calib=calib, threads=args.threads,
+                         window=args.window, out=args.out, batch=None if args.dynamic else args.batch, calib=calib,
+                         threads=args.threads,
                          verify=not args.no_verify, verify_faces=args.verify_faces,
                          verify_synthetic=args.verify_synthetic, opset=args.opset, builder=args.builder,
                          exported_program=args.exported_program, log=lambda s: print(s, file=sys.stderr))

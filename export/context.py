@@ -18,7 +18,7 @@ from .settings import CalibOptions
 @dataclass
 class QuantizedModel:
     """An INT8 PyTorch model made elsewhere (e.g. NNCF PTQ + quantization-aware training in
-    :mod:`.qat`) that an export ships instead of calibrating the fp32 model anew.
+    :mod:`.int8.qat`) that an export ships instead of calibrating the fp32 model anew.
 
     Attributes:
         module: the NNCF fake-quantized model (output of ``nncf.quantize``, possibly fine-tuned).
@@ -86,8 +86,8 @@ def pad_hr(hr: np.ndarray, lr_size: tuple[int, int], scale: int) -> np.ndarray:
     ph, pw = lr_size[0] * scale - hr.shape[1], lr_size[1] * scale - hr.shape[2]
     if ph <= 0 and pw <= 0:
         return hr
-    t, l = ph // 2, pw // 2
-    return np.stack([cv2.copyMakeBorder(f, t, ph - t, l, pw - l, cv2.BORDER_REFLECT_101) for f in hr])
+    top, left = ph // 2, pw // 2
+    return np.stack([cv2.copyMakeBorder(f, top, ph - top, left, pw - left, cv2.BORDER_REFLECT_101) for f in hr])
 
 
 @dataclass

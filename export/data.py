@@ -97,7 +97,8 @@ def read_faces(files: list[Path], size: int = HR_SIZE) -> np.ndarray:
     if not out:
         raise PKDNError(f"none of {len(files)} images could be read")
     if unreadable:
-        print(f"warning: skipped {len(unreadable)} unreadable image(s) in {folder} (e.g. {unreadable[0]})", file=sys.stderr)
+        print(f"warning: skipped {len(unreadable)} unreadable image(s) in {folder} (e.g. {unreadable[0]})",
+              file=sys.stderr)
     if resized:
         print(f"warning: {resized} of {len(out)} faces in {folder} are not {size}x{size}; they were resized",
               file=sys.stderr)
@@ -128,7 +129,8 @@ def synthetic_faces(n: int, seed: int = 0, size: int = HR_SIZE) -> np.ndarray:
             cv2.circle(img, e, int(3 * k), (rng.uniform(20, 90),) * 3, -1)
             cv2.line(img, (e[0] - int(9 * k), e[1] - int(9 * k)), (e[0] + int(9 * k), e[1] - int(10 * k)),
                      (hair * 0.8).tolist(), max(1, int(2 * k)))
-        cv2.line(img, (int(64 * k), int(55 * k)), (int(62 * k), int(75 * k)), (skin * 0.75).tolist(), max(1, int(2 * k)))
+        cv2.line(img, (int(64 * k), int(55 * k)), (int(62 * k), int(75 * k)), (skin * 0.75).tolist(),
+                 max(1, int(2 * k)))
         lips = (skin * np.array([0.9, 0.5, 0.5])).tolist()
         cv2.ellipse(img, (int(64 * k), int(92 * k)), (int(18 * k), int(5 * k)), 0, 0, 360, lips, -1)
         light = 1.0 + rng.uniform(-0.25, 0.25) * (xx - 0.5) * 2 + rng.uniform(-0.15, 0.15) * (yy - 0.5) * 2
@@ -177,7 +179,8 @@ def calibration_faces(calib_dir: str | Path | None, calib_size: int, select_size
     if not root.is_dir():
         raise PKDNError(f"calibration folder {root} does not exist")
     if _is_eval_dir(root):
-        raise PKDNError(f"{root} is the evaluation set: never calibrate on it; use shared/faces/train or your own faces")
+        raise PKDNError(f"{root} is the evaluation set: never calibrate on it; use shared/faces/train or your own "
+                        f"faces")
     files = list_faces(root)
     if len(files) < 8:
         raise PKDNError(f"calibration folder {root} has {len(files)} images; INT8 calibration needs at least 8 "
@@ -198,7 +201,8 @@ def calibration_faces(calib_dir: str | Path | None, calib_size: int, select_size
                     f"{root} ({len(pick)} faces{'' if n_sel else '; selection on generated faces'})")
 
 
-def verification_faces(n: int | None = None, synthetic: bool = False, folder: str | Path | None = None) -> tuple[np.ndarray, str]:
+def verification_faces(n: int | None = None, synthetic: bool = False,
+                       folder: str | Path | None = None) -> tuple[np.ndarray, str]:
     """Faces for the parity check: ``folder`` or ``shared/faces/eval`` (evaluation only) or generated."""
     root = Path(folder) if folder else (None if synthetic else shared_faces("eval"))
     if root is not None:

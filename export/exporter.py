@@ -8,7 +8,7 @@ needs).
 3. write everything into a temporary folder **beside** the output folder;
 4. the target module writes its files (``<module>.export(ctx)``);
 5. ``manifest.json`` (sha256 of every file, shapes, normalization, tools);
-6. on a machine with a TensorRT engine builder (``--builder``, :mod:`.trt_builders`), build and
+6. on a machine with a TensorRT engine builder (``--builder``, :mod:`.targets.tensorrt_builders`), build and
    register the engine;
 7. verification: load the artifact through :func:`pkdn_edge.engines.load_engine` (so the
    manifest path is exercised too) and compare with PyTorch (:mod:`.verify`); every other model
@@ -274,7 +274,8 @@ def _kept_notes(out: Path, manifest: Manifest, old: dict[str, Any], old_files: d
     onnx_same = bool(new_onnx) and all(old_files.get(n) == h for n, h in new_onnx.items())
     for e in engines:
         if e == old_engine and onnx_same and manifest.target == "tensorrt" and not manifest.engine_file:
-            add_file(out, e, engine_file=e, extras={**manifest.extras, "engine": (old.get("extras") or {}).get("engine", {})})
+            old_engine_facts = (old.get("extras") or {}).get("engine", {})
+            add_file(out, e, engine_file=e, extras={**manifest.extras, "engine": old_engine_facts})
             notes.append(f"kept TensorRT engine {e}, still registered: it was built from the same ONNX")
         else:
             notes.append(f"kept TensorRT engine {e}; it is not registered in the new manifest (built from an earlier "
@@ -501,7 +502,7 @@ def _manifest(ctx: ExportContext, fmt: ExportFormat, result: TargetResult) -> Ma
 
 def _build_trt_engine(folder: Path, builder: str, model: torch.nn.Module, log: Callable[[str], None],
                       save_program: bool = False) -> str | None:
-    from .trt_builders import build_and_register
+    from .targets.tensorrt_builders import build_and_register
 
     return build_and_register(builder, folder, model, log, save_program)
 

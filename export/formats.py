@@ -16,13 +16,14 @@ only that target takes (``--builder`` for tensorrt, ``--accuracy-control`` for o
 refuses them elsewhere. ``backend`` names a row of the runtime's one backend table,
 :data:`pkdn_edge.engines.base.BACKENDS` (a test checks both tables agree). :func:`format_table`
 renders this table for the CLI help and ``docs/export.md``. A new target is a row here plus a
-module ``export/<module>.py`` with ``export(ctx) -> TargetResult``.
+module ``export/targets/<target>.py`` with ``export(ctx) -> TargetResult``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
+
+from pkdn_edge.engines.base import module_available
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ExportFormat:
         needs: Python packages the export needs (``int8`` adds ``nncf``).
         device: where the artifact runs.
         backend: the :mod:`pkdn_edge.engines` backend that runs it (a key of ``BACKENDS``).
-        module: the ``pkdn_edge.export`` module implementing it (``<module>.export(ctx)``).
+        module: the ``pkdn_edge.export`` module implementing it (``targets.<target>``; ``<module>.export(ctx)``).
         options: ``pkdn-export`` flags that only this target takes (dest names, e.g. ``builder``).
     """
 
@@ -54,7 +55,7 @@ class ExportFormat:
     def missing(self, precision: str) -> list[str]:
         """Packages of :attr:`needs` (plus nncf for int8) that are not importable here."""
         pkgs = list(self.needs) + (["nncf"] if precision == "int8" else [])
-        return [p for p in pkgs if not _importable(p)]
+        return [p for p in pkgs if not module_available(p)]
 
     def require(self, precision: str) -> None:
         """Raise :class:`~pkdn_edge.errors.MissingDependencyError` naming the extra to install
@@ -67,22 +68,15 @@ class ExportFormat:
             raise MissingDependencyError(missing[0], extra, f"--target {self.target} --precision {precision}")
 
 
-def _importable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("torch", "PyTorch checkpoint", ".pt", ("fp32", "fp16"), ("torch",), "CPU/GPU", "torch",
-                 "torch_export"),
+                 "targets.torch"),
     ExportFormat("onnx", "ONNX", ".onnx", ("fp32", "fp16", "int8"), ("torch", "onnx"), "CPU/GPU", "onnxruntime",
-                 "onnx_export"),
+                 "targets.onnx"),
     ExportFormat("openvino", "OpenVINO IR", ".xml", ("fp32", "fp16", "int8"), ("torch", "onnx", "openvino"),
-                 "CPU/iGPU/NPU", "openvino", "openvino_export", ("accuracy_control",)),
+                 "CPU/iGPU/NPU", "openvino", "targets.openvino", ("accuracy_control",)),
     ExportFormat("tensorrt", "TensorRT (ONNX + engine)", ".onnx/.plan", ("fp32", "fp16", "int8"), ("torch", "onnx"),
-                 "NVIDIA GPU/Jetson", "tensorrt", "tensorrt_export", ("builder", "exported_program")),
+                 "NVIDIA GPU/Jetson", "tensorrt", "targets.tensorrt", ("builder", "exported_program")),
 )
 TARGETS: dict[str, ExportFormat] = {f.target: f for f in FORMATS}
 

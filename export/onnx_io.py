@@ -1,5 +1,5 @@
 """PyTorch → ONNX for PKDN (fp32 and fp16): the ONNX helpers every target builds on (no target here;
-``--target onnx`` is :mod:`.onnx_export`).
+``--target onnx`` is :mod:`.targets.onnx`).
 
 ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter: deterministic node names
 that keep the module path, pixel-shuffle as ``DepthToSpace``, pixel-unshuffle as
@@ -26,7 +26,7 @@ from torch import nn
 
 from pkdn_edge.errors import PKDNError
 
-from .qdq import toposort
+from .int8.qdq_graph import toposort
 
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
@@ -143,8 +143,8 @@ def bicubic_matrix(n: int, scale: int) -> np.ndarray:
 def resize_to_matmul(proto: onnx.ModelProto, lr_size: tuple[int, int], scale: int) -> int:
     """Replace the cubic ``Resize`` of the graph input (PKDN's bicubic skip path) by two ``MatMul``s
     with constant interpolation matrices: ``y = R @ x @ Cᵀ`` (separable bicubic, exact up to float
-    rounding, ≤ 1e-6). ONNX Runtime's cubic Resize is scalar code: on the ``edge`` x4 student it
-    took about 3 ms of the pruned model's 11 ms (1 thread); the MatMuls take ~0.1 ms. Returns the
+    rounding, ≤ 1e-6). ONNX Runtime's cubic Resize is scalar code, the MatMuls are not (timings: docs/results.md,
+    "Numbers moved out of docstrings (issue 32)"). Returns the
     number of replaced nodes (0 or 1); unused inputs of the removed node are dropped."""
     g = proto.graph
     inp = g.input[0].name

@@ -5,7 +5,7 @@ device install (``pip install pkdn-edge``, no ``[export]`` extra) can read the h
 which extra to install before anything heavy is imported.
 
 * :class:`Int8Settings`, :data:`IGNORE_GROUPS`, :data:`PRESETS`, :func:`parse_ignore`: NNCF
-  post-training quantization settings (used by :mod:`.quantize`, which needs torch + nncf);
+  post-training quantization settings (used by :mod:`.int8.ptq`, which needs torch + nncf);
 * :class:`CalibOptions`: INT8 calibration options from the CLI;
 * :class:`ExportRequest`: one export, the argument of :func:`.exporter.run_export`;
 * :data:`BUILDERS`: the TensorRT engine builders of ``--builder``.
@@ -34,7 +34,8 @@ PRESETS = ("performance", "mixed")
 BUILDERS: dict[str, str] = {
     "auto": "the first installed of torch-tensorrt, tensorrt, trtexec; none: ONNX + BUILD.md only",
     "torch-tensorrt": "torch_tensorrt.dynamo from the PyTorch student (fp32/fp16; int8: our Q/DQ ONNX through "
-                      "the TensorRT that torch-tensorrt installs); with --exported-program also model_trt.ep (ExportedProgram)",
+                      "the TensorRT that torch-tensorrt installs); with --exported-program also model_trt.ep "
+                      "(ExportedProgram)",
     "tensorrt": "the TensorRT Python API on the exported ONNX (python -m pkdn_edge.engines.tensorrt build)",
     "trtexec": "NVIDIA's trtexec on the exported ONNX (the BUILD.md command of this TensorRT generation)",
     "none": "build no engine here (the ONNX + BUILD.md are the artifact; build on the device)",
@@ -87,7 +88,7 @@ class CalibOptions:
         folder: aligned faces (None: ``shared/faces/train``).
         size: calibration faces (``--calib-size``).
         synthetic: generated faces instead (CI/tests only).
-        settings: NNCF settings; ``auto_ignore`` tries :func:`~.quantize.default_candidates` on
+        settings: NNCF settings; ``auto_ignore`` tries :func:`~.int8.auto_ignore.default_candidates` on
             held-out faces and keeps the one with the fewest float groups within ``max_drop`` dB.
         accuracy_control: OpenVINO path only: ``nncf.quantize_with_accuracy_control`` starting from
             ``settings``; ops are reverted to float until the mean PSNR drop on the held-out

@@ -9,8 +9,9 @@ model and the artifact's engine (:func:`pkdn_edge.engines.load_engine`) super-re
 * ``psnr_delta``: mean Y-PSNR (CTCNet protocol, vs HR) of the artifact minus that of the model,
   in dB (negative = worse), on outputs clamped and rounded to uint8.
 
-Tolerances (:data:`TOLERANCES`) follow the export issue: fp32 max abs diff ≤ 1e-4 (ONNX Runtime,
-OpenVINO with an f32 hint); int8 within 0.1 dB of its fp32 source; fp16 within 0.05 dB.
+Tolerances (:data:`TOLERANCES`, the project's parity targets; what was met: docs/export.md): fp32
+max abs diff ≤ 1e-4 (ONNX Runtime, OpenVINO with an f32 hint); int8 within 0.1 dB of its fp32
+source; fp16 within 0.05 dB.
 """
 
 from __future__ import annotations

@@ -13,15 +13,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from pkdn_edge.bench.cli import main as bench_main
-from pkdn_edge.bench.configs import bicubic_configs, select
-from pkdn_edge.bench.peers import PEER_MODELS, OpenCVSuperRes, PILBicubic, _DepthToSpace, default_peer_dir, find_peers
-from pkdn_edge.bench.quality import make_lr
-from pkdn_edge.bench.report import compute_targets, pareto_front
-from pkdn_edge.bench.timing import PeakRSS, latency_stats, time_calls
-from pkdn_edge.bench.worker import measure_isolated
+from pkdn_edge.export.bench.cli import main as bench_main
+from pkdn_edge.export.bench.configs import bicubic_configs, select
+from pkdn_edge.export.bench.peers import (
+    PEER_MODELS,
+    OpenCVSuperRes,
+    PILBicubic,
+    _DepthToSpace,
+    default_peer_dir,
+    find_peers,
+)
+from pkdn_edge.export.bench.quality import make_lr
+from pkdn_edge.export.bench.report import compute_targets, pareto_front
+from pkdn_edge.export.bench.timing import PeakRSS, latency_stats, time_calls
+from pkdn_edge.export.bench.worker import measure_isolated
 from pkdn_edge.export.data import synthetic_faces
+
 from pkdn_edge.metrics import psnr
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights
@@ -134,7 +141,7 @@ def test_targets_pass_and_fail_from_measured_numbers():
 
 
 def test_cpu_contention_excludes_our_own_work():
-    from pkdn_edge.bench.system import CpuContention
+    from pkdn_edge.export.bench.system import CpuContention
 
     c = CpuContention().start()
     x = 0
@@ -205,7 +212,7 @@ def _full(id_, kind, scale, p50, psnr_db, device="cpu", backend="openvino", prec
 
 def test_flip_tta_configuration_reuses_the_int8_artifact(tmp_path, monkeypatch):
     """``pkdn-x{s}-openvino-int8-flip`` runs the INT8 artifact with ``tta="flip"``: one export serves both."""
-    import pkdn_edge.bench.configs as C
+    import pkdn_edge.export.bench.configs as C
 
     configs = C.our_cpu_configs({8: tmp_path / "w.pt"})
     ids = [c.id for c in configs]
@@ -226,8 +233,8 @@ def test_flip_tta_configuration_reuses_the_int8_artifact(tmp_path, monkeypatch):
 
 
 def test_gpu_configurations_and_report_sections_render_from_fabricated_results(tmp_path):
-    from pkdn_edge.bench.configs import our_gpu_configs
-    from pkdn_edge.bench.report import write_report
+    from pkdn_edge.export.bench.configs import our_gpu_configs
+    from pkdn_edge.export.bench.report import write_report
 
     gpu = {"cuda": True, "tensorrt": True, "devices": ["Fake GPU"], "onnxruntime_providers": ["CUDAExecutionProvider"]}
     ids = [c.id for c in our_gpu_configs({8: tmp_path / "w.pt"}, gpu)]
@@ -253,7 +260,7 @@ def test_gpu_configurations_and_report_sections_render_from_fabricated_results(t
     assert "### GPU, ×8" in md and "pkdn-x8-tensorrt-int8" in md and "Fake GPU" in md
     assert md.count("**PASS**") == 2 and "espcn-x4: failed: boom" in md and "* a note" in md
     assert "Warning: the machine was busy" not in md
-    from pkdn_edge.bench.report import markdown
+    from pkdn_edge.export.bench.report import markdown
 
     machine["contention"] = {"other_cpus_busy": 1.5, "wall_s": 100.0}  # other processes used 1.5 of 2 CPUs
     assert "Warning: the machine was busy" in markdown(rep)
@@ -262,10 +269,9 @@ def test_gpu_configurations_and_report_sections_render_from_fabricated_results(t
 
 
 def test_artifacts_are_reused_while_the_weights_are_unchanged(report, setup):
-    from pkdn_edge.bench.configs import ensure_artifact
-
-    from pkdn_edge.bench.configs import artifact_matches
+    from pkdn_edge.export.bench.configs import artifact_matches, ensure_artifact
     from pkdn_edge.export.context import CalibOptions
+
     from pkdn_edge.manifest import read_manifest, sha256_file
 
     folder = setup / "art" / "onnx_fp32_x4"

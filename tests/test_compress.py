@@ -15,11 +15,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pkdn_edge.export.compress.cli import main as compress_main
+from pkdn_edge.export.compress.prune import prune_student
+from pkdn_edge.export.compress.run import REPORT_KEYS
+from pkdn_edge.export.data import synthetic_faces, to_lr
 
 from pkdn_edge.engines import load_engine
-from pkdn_edge.export.compress import REPORT_KEYS, main as compress_main
-from pkdn_edge.export.data import synthetic_faces, to_lr
-from pkdn_edge.export.prune import prune_student
 from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint
@@ -87,7 +88,8 @@ def test_compress_runs_end_to_end_and_writes_the_report(env, capsys):
     assert read_checkpoint(out / "finetune" / "last.pt")["step"] == 2
     assert read_manifest(out / "openvino_int8").precision == "int8"
     assert read_manifest(out / "onnx_fp32").verification["passed"]
-    assert load_engine(out / "openvino_int8", threads=1).run(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 128, 128, 3)
+    int8 = load_engine(out / "openvino_int8", threads=1)
+    assert int8.run(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 128, 128, 3)
     assert not (out / ".reference").exists()
     text = (out / "report.md").read_text()
     assert "## Quality" in text and "## Latency" in text and "speedup onnxruntime fp32" in text
@@ -143,7 +145,7 @@ def test_bad_inputs_are_one_line_errors(env, tmp_path, capsys, case):
 def test_pkdn_train_fine_tunes_a_pruned_checkpoint_with_selection_adapters(env, tmp_path):
     """``pkdn-train student --set init=pruned.pt teacher=...``: the pruned architecture wins, the
     feature adapters start as channel selections, and the run checkpoints and resumes."""
-    from pkdn_edge.export.prune import plan_pruning
+    from pkdn_edge.export.compress.prune import plan_pruning
     from pkdn_edge.train.config import load_config
     from pkdn_edge.train.loop import Trainer
 
@@ -173,7 +175,7 @@ def test_pkdn_train_fine_tunes_a_pruned_checkpoint_with_selection_adapters(env, 
 
 
 def test_feature_tap_reads_the_distilled_features_of_forward():
-    from pkdn_edge.export.qat import FeatureTap
+    from pkdn_edge.export.int8.qat import FeatureTap
 
     m = create_model("edge", 8, **TINY).eval()
     lr = torch.rand(2, 3, 16, 16)
@@ -188,9 +190,9 @@ def test_feature_tap_reads_the_distilled_features_of_forward():
 def test_qat_trains_resumes_and_exports_to_openvino_and_qdq_onnx(env, tmp_path):
     from pkdn_edge.export.context import QuantizedModel
     from pkdn_edge.export.exporter import run_export
-    from pkdn_edge.export.qat import BEST_NAME, run_qat
-    from pkdn_edge.export.quantize import Int8Settings
-    from pkdn_edge.export.tensorrt_lint import lint_file
+    from pkdn_edge.export.int8.qat import BEST_NAME, run_qat
+    from pkdn_edge.export.int8.tensorrt_lint import lint_file
+    from pkdn_edge.export.settings import Int8Settings
     from pkdn_edge.train.config import load_config
 
     student, _ = load_model(env["student"])
@@ -229,7 +231,7 @@ def test_qat_trains_resumes_and_exports_to_openvino_and_qdq_onnx(env, tmp_path):
 def test_accuracy_controlled_ptq_on_openvino(env, tmp_path):
     from pkdn_edge.export.context import CalibOptions
     from pkdn_edge.export.exporter import run_export
-    from pkdn_edge.export.quantize import Int8Settings
+    from pkdn_edge.export.settings import Int8Settings
 
     calib = CalibOptions(folder=env["train"], size=8, settings=Int8Settings(subset_size=8), select_size=4,
                          accuracy_control=True, max_drop=0.05)
@@ -246,7 +248,7 @@ def test_latency_is_timed_in_alternating_blocks_not_call_by_call():
     """Each engine gets its timed calls in blocks (3 untimed calls first), blocks take turns in an
     order that reverses each round: an engine's spinning worker threads never sit between two
     timed calls of another engine."""
-    from pkdn_edge.export.compress import measure_latency
+    from pkdn_edge.export.compress.report import measure_latency
 
     calls: list[str] = []
 
@@ -323,7 +325,7 @@ def test_sweep_writes_the_ratio_table(env, capsys):
 
 def test_trainer_distils_from_a_student_checkpoint(env, tmp_path):
     """teacher=<a student>: no priors, output + feature distillation through selection adapters."""
-    from pkdn_edge.export.prune import plan_pruning
+    from pkdn_edge.export.compress.prune import plan_pruning
     from pkdn_edge.train.config import load_config
     from pkdn_edge.train.loop import Trainer
 
@@ -343,8 +345,8 @@ def test_trainer_distils_from_a_student_checkpoint(env, tmp_path):
 def test_fine_tuning_inherits_the_source_degradation(env, tmp_path):
     """A camera student's degradation, camera settings, validation protocol and precision carry over;
     without metadata the --train-config YAML is read."""
-    from pkdn_edge.export.compress import CompressConfig
-    from pkdn_edge.export.compress_prune import Run, source_train_settings, train_config
+    from pkdn_edge.export.compress.config import CompressConfig
+    from pkdn_edge.export.compress.finetune import Run, source_train_settings, train_config
 
     train = {"degradation": "camera", "camera": {"p_clean": 0.5}, "select_on": "mean", "precision": "bf16",
              "data": str(env["train"]), "batch_size": 4, "out": "runs/elsewhere"}

@@ -16,21 +16,21 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-from pkdn_edge.engines import load_engine
-from pkdn_edge.errors import PKDNError
 from pkdn_edge.export.cli import main as cli_main
 from pkdn_edge.export.context import CalibOptions, pad_hr
 from pkdn_edge.export.data import synthetic_faces, to_lr
 from pkdn_edge.export.exporter import run_export
 from pkdn_edge.export.formats import FORMATS, TARGETS
-from pkdn_edge.export.qdq import make_tensorrt_qdq
-from pkdn_edge.export.quantize import Int8Settings
-from pkdn_edge.export.tensorrt_lint import lint, lint_file
+from pkdn_edge.export.int8.qdq_graph import make_tensorrt_qdq
+from pkdn_edge.export.int8.tensorrt_lint import lint, lint_file
+from pkdn_edge.export.settings import Int8Settings
+from pkdn_edge.export.verify import torch_outputs, verify_engine
+
+from pkdn_edge.engines import load_engine
+from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model
-from pkdn_edge.export.verify import torch_outputs, verify_engine
 
 pytestmark = pytest.mark.usefixtures("nncf_reference_quantizers")  # no C++ extension build in tests
 
@@ -89,7 +89,7 @@ def test_onnx_fp32_matches_torch_within_1e4(onnx_fp32, tmp):
 
 def test_onnx_bicubic_skip_path_is_two_matmuls(onnx_fp32):
     """The onnx target replaces the cubic Resize of the input by exact interpolation MatMuls."""
-    from pkdn_edge.export.onnx_export import bicubic_matrix
+    from pkdn_edge.export.onnx_io import bicubic_matrix
 
     graph = onnx.load(str(onnx_fp32.out / "model.onnx")).graph
     assert not [n for n in graph.node if n.op_type == "Resize" and n.input[0] == "lr"]
@@ -106,8 +106,7 @@ def test_weights_exact_in_fp16_are_stored_as_fp16_with_identical_outputs(tmp_pat
     fp16 initializers + Casts, about half the bytes and bit-identical ONNX Runtime outputs; fp32
     weights (the fixture's random model) are left as they are."""
     import onnxruntime as ort
-
-    from pkdn_edge.export.onnx_export import export_onnx, store_exact_fp16
+    from pkdn_edge.export.onnx_io import export_onnx, store_exact_fp16
 
     torch.manual_seed(1)
     model = create_model("edge", 4).eval()
@@ -122,7 +121,9 @@ def test_weights_exact_in_fp16_are_stored_as_fp16_with_identical_outputs(tmp_pat
     onnx.checker.check_model(str(tmp_path / "h.onnx"), full_check=True)
     assert (tmp_path / "h.onnx").stat().st_size < 0.6 * path.stat().st_size
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
-    run = lambda f: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+    def run(f):
+        return ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+
     np.testing.assert_array_equal(run(tmp_path / "h.onnx"), run(path))
     fixture_graph = onnx.load(str(onnx_fp32.out / "model.onnx")).graph  # random fp32 weights: nothing qualifies
     assert read_manifest(onnx_fp32.out).extras["fp16_stored_weights"] == 0
@@ -407,7 +408,8 @@ def test_verification_past_tolerance_fails_loudly_and_writes_nothing(tmp, tmp_pa
 
     monkeypatch.setitem(verify.TOLERANCES, "fp32", {"max_abs_diff": 0.0, "psnr_drop": 0.0})
     out = tmp_path / "art"
-    rc, err = _cli(["--target", "onnx", "--weights", str(tmp / "w.pt"), "--out", str(out), "--verify-synthetic"], capsys)
+    rc, err = _cli(["--target", "onnx", "--weights", str(tmp / "w.pt"), "--out", str(out), "--verify-synthetic"],
+                   capsys)
     assert rc == 2 and "verification failed" in err and "max abs diff" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -434,8 +436,7 @@ def test_openvino_telemetry_sends_and_forks_nothing(monkeypatch):
     import multiprocessing
 
     from openvino_telemetry.backend import backend_ga4
-
-    from pkdn_edge.export import openvino_export, telemetry
+    from pkdn_edge.export import openvino_io
 
     forks = []
 
@@ -446,9 +447,9 @@ def test_openvino_telemetry_sends_and_forks_nothing(monkeypatch):
     monkeypatch.setattr(backend_ga4.GA4Backend, "send", backend_ga4.GA4Backend.send)  # restored after the test
     monkeypatch.setattr(multiprocessing, "Process", no_fork)
     if importlib.util.find_spec("openvino") is not None:
-        openvino_export._ov()
+        openvino_io.import_openvino()
     else:
-        assert telemetry.disable()
+        assert openvino_io.disable()
     backend = backend_ga4.GA4Backend.__new__(backend_ga4.GA4Backend)
     backend.backend_url = "https://example.invalid/collect"
     assert backend.send({"event": "x"}) is None and forks == []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -22,17 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from pkdn_edge.errors import PKDNError
-from pkdn_edge.export import trt_builders
 from pkdn_edge.export.cli import main as cli_main
 from pkdn_edge.export.exporter import run_export, summary_table
 from pkdn_edge.export.settings import ExportRequest
+from pkdn_edge.export.targets import tensorrt_builders as trt_builders
+from test_engines import _fake_tensorrt, _FakeContext, _FakeCuda, _FakeEngineV3  # the suite's fake TensorRT
+
+from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights
-
-from test_engines import _FakeContext, _FakeCuda, _FakeEngineV3, _fake_tensorrt  # the suite's fake TensorRT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +59,7 @@ def _module(name: str, **attrs) -> types.ModuleType:
 @pytest.fixture
 def no_builders(monkeypatch):
     """Nothing installed, whatever this machine has."""
-    monkeypatch.setattr(trt_builders, "_has", lambda mod: False)
+    monkeypatch.setattr(trt_builders, "module_available", lambda mod: False)
     monkeypatch.setattr(trt_builders, "trtexec_path", lambda: None)
 
 
@@ -78,7 +76,7 @@ def test_auto_without_builders_keeps_the_onnx_and_build_md_artifact(no_builders)
 
 def test_auto_prefers_torch_tensorrt_then_tensorrt_then_trtexec(monkeypatch):
     have = {"torch_tensorrt", "tensorrt"}
-    monkeypatch.setattr(trt_builders, "_has", lambda mod: mod in have)
+    monkeypatch.setattr(trt_builders, "module_available", lambda mod: mod in have)
     monkeypatch.setattr(trt_builders, "_cuda_visible", lambda: True)
     monkeypatch.setattr(trt_builders, "trtexec_path", lambda: "/usr/src/tensorrt/bin/trtexec")
     assert trt_builders.choose("auto")[0] == "torch-tensorrt"
@@ -138,10 +136,11 @@ def test_trtexec_builder_runs_the_build_md_command_and_registers_the_engine(weig
     (bin_dir / "trtexec").write_text(
         "#!/bin/sh\necho '&&&& RUNNING TensorRT.trtexec [TensorRT v100300]'\n"
         f"echo \"$@\" >> {log}\n"
-        "for a in \"$@\"; do case $a in --saveEngine=*) printf 'ENGINE%0200d' 0 > \"${a#--saveEngine=}\";; esac; done\n")
+        "for a in \"$@\"; do case $a in --saveEngine=*) printf 'ENGINE%0200d' 0 > \"${a#--saveEngine=}\";; "
+        "esac; done\n")
     (bin_dir / "trtexec").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(trt_builders, "_has", lambda mod: False)  # only trtexec here
+    monkeypatch.setattr(trt_builders, "module_available", lambda mod: False)  # only trtexec here
     r = run_export(_req(weights, tmp_path / "art", precision="fp16", builder="auto", verify=False))
     m = read_manifest(r.out)
     assert m.engine_file == "model_trt10.plan" and (r.out / "model_trt10.plan").read_bytes().startswith(b"ENGINE")
@@ -157,7 +156,8 @@ class _Ctx(_FakeContext):
 
 
 class _TorchTrtEngine(_FakeEngineV3):
-    """What a torch-tensorrt engine looks like to TensorRT: input ``lr`` (our wrapper's argument), output ``output0``."""
+    """What a torch-tensorrt engine looks like to TensorRT: input ``lr`` (our wrapper's argument), output
+    ``output0``."""
 
     def __init__(self, batch):
         super().__init__(batch, names=("lr", "output0"))
@@ -211,8 +211,9 @@ def test_torch_tensorrt_builder_serializes_a_plain_engine_bound_by_its_names(wei
 
 
 def test_registering_records_the_tensorrt_version_and_compute_capability(tmp_path, monkeypatch):
-    from pkdn_edge.engines import tensorrt as trt_backend
     from test_engines import _trt_artifact
+
+    from pkdn_edge.engines import tensorrt as trt_backend
 
     _trt_artifact(tmp_path, 1, engine_bytes=None)
     (tmp_path / "built.plan").write_bytes(b"ENGINE" + bytes(100))
@@ -227,7 +228,8 @@ def test_registering_records_the_tensorrt_version_and_compute_capability(tmp_pat
 
 
 def test_gpu_check_without_a_gpu_says_so_and_exits_0(tmp_path):
-    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin", "PKDN_GPU_CHECK_OUT": str(tmp_path / "o")}
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin",
+           "PKDN_GPU_CHECK_OUT": str(tmp_path / "o")}
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, env=env,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr

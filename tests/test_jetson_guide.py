@@ -188,7 +188,7 @@ def check_cli(cmd: Command, module: str, args: list[str]) -> list[str]:
 
 
 def _build_command_candidates(gen: str) -> set[tuple[str, ...]]:
-    tte = pytest.importorskip("pkdn_edge.export.tensorrt_export", reason="comparing with BUILD.md needs the "
+    tte = pytest.importorskip("pkdn_edge.export.targets.tensorrt", reason="comparing with BUILD.md needs the "
                                                                           "export extra (pkdn-edge[export])")
     from pkdn_edge.pretrained import serve_window
 
@@ -221,7 +221,7 @@ def check_trtexec(cmd: Command, args: list[str], compare_with_export: bool = Tru
         gen = "8" if major <= 8 else ("10" if major == 10 else "11")
         if tuple(sorted(["trtexec"] + core)) not in _build_command_candidates(gen):
             problems.append(f"{where}: not the build command pkdn-export writes for TensorRT {gen} "
-                            f"(pkdn_edge.export.tensorrt_export.build_commands) plus workspace/DLA flags")
+                            f"(pkdn_edge.export.targets.tensorrt.build_commands) plus workspace/DLA flags")
     return problems
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from pkdn_edge.export.compress.prune import channel_importance, prune_student
 
-from pkdn_edge.export.prune import channel_importance, prune_student
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model
 from pkdn_edge.models.complexity import count_macs, count_params
@@ -84,7 +84,7 @@ def _id_model(model):
 def _zero_dropped(m, plan) -> None:
     """Zero, in place, every weight of ``m`` that ``apply_pruning(m, plan)`` does not copy (found by
     pruning a copy of ``m`` whose weights are their own indices), so ``m`` computes what the slim model does."""
-    from pkdn_edge.export.prune import apply_pruning
+    from pkdn_edge.export.compress.prune import apply_pruning
 
     copied = torch.cat([p.detach().reshape(-1) for p in apply_pruning(_id_model(m), plan).parameters()]).long()
     keep = torch.zeros(sum(p.numel() for p in m.parameters()) + 1, dtype=torch.bool)
@@ -101,7 +101,7 @@ def test_pruned_model_equals_the_original_with_dropped_channels_zeroed(preset, s
     """Independent of the coupling list: tag every weight entry with an id, prune the tagged copy with
     the real model's plan, zero every entry of the real model that was *not* copied. Dropped channels
     are then dead (no input, no output, no bias), so the slim model must compute exactly the same."""
-    from pkdn_edge.export.prune import apply_pruning, plan_pruning
+    from pkdn_edge.export.compress.prune import apply_pruning, plan_pruning
 
     torch.manual_seed(0)
     m = create_model(preset, scale).eval()
@@ -126,7 +126,7 @@ def test_pruned_model_equals_the_original_with_dropped_channels_zeroed(preset, s
 @pytest.mark.parametrize("scale", [2, 4, 8])
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
 def test_pixel_shuffle_groups_and_widths_stay_consistent(preset, scale, ratio):
-    from pkdn_edge.export.prune import plan_pruning
+    from pkdn_edge.export.compress.prune import plan_pruning
 
     m = create_model(preset, scale)
     plan = plan_pruning(m, ratio)
@@ -156,7 +156,7 @@ def test_pixel_shuffle_groups_and_widths_stay_consistent(preset, scale, ratio):
 
 
 def test_selection_adapters_map_kept_channels_back_to_teacher_positions():
-    from pkdn_edge.export.prune import plan_pruning
+    from pkdn_edge.export.compress.prune import plan_pruning
     from pkdn_edge.train.losses import FeatureAdapters
 
     m = create_model("edge", 4)
@@ -184,7 +184,8 @@ def test_selection_adapters_map_kept_channels_back_to_teacher_positions():
     ("edge", 4, {"widths": (32, 48, 80), "refine_width": 16, "mid_ratio": 0.5}), ("edge", 2, {"widths": (16, 24)}),
 ])
 def test_conv_shapes_count_the_same_macs_as_the_hooks(preset, scale, overrides):
-    from pkdn_edge.export.prune_search import config_macs
+    from pkdn_edge.export.compress.prune_search import config_macs
+
     from pkdn_edge.models.pkdn import model_config
 
     cfg = model_config(preset, scale, **overrides)
@@ -193,10 +194,11 @@ def test_conv_shapes_count_the_same_macs_as_the_hooks(preset, scale, overrides):
     assert config_macs(cfg, block=16) >= config_macs(cfg)
 
 
-@pytest.mark.parametrize("scale,overrides,target", [(4, {}, 0.72), (8, {"widths": (64, 96, 128), "refine_width": 64}, 0.6)])
+@pytest.mark.parametrize("scale,overrides,target",
+                         [(4, {}, 0.72), (8, {"widths": (64, 96, 128), "refine_width": 64}, 0.6)])
 def test_search_meets_the_mac_target_on_the_channel_grid(scale, overrides, target):
-    from pkdn_edge.export.prune import apply_pruning, plan_for_config
-    from pkdn_edge.export.prune_search import config_macs, search_config
+    from pkdn_edge.export.compress.prune import apply_pruning, plan_for_config
+    from pkdn_edge.export.compress.prune_search import config_macs, search_config
 
     m = create_model("edge", scale, **overrides).eval()
     res = search_config(m.cfg, channel_importance(m), target, multiple=16, top=2, measure=lambda c: 0.0)
@@ -216,7 +218,7 @@ def test_search_drops_the_channels_the_importance_calls_unimportant():
     thins the upsampler (cheapest damage) before any stage."""
     from dataclasses import replace
 
-    from pkdn_edge.export.prune_search import config_macs, search_config
+    from pkdn_edge.export.compress.prune_search import config_macs, search_config
 
     m = create_model("edge", 4)
     imp = {k: torch.ones_like(v) * 100 for k, v in channel_importance(m).items()}
@@ -228,13 +230,14 @@ def test_search_drops_the_channels_the_importance_calls_unimportant():
     assert res.config.widths == m.cfg.widths and res.config.refine_width == 16
 
 
-@pytest.mark.parametrize("preset,scale,overrides", [("edge", 4, {"widths": (32, 48, 80), "refine_width": 16, "mid_ratio": 0.75}),
-                                                    ("edge", 8, {"widths": (16, 64, 32), "refine_width": 8, "mid_ratio": 0.5})])
+@pytest.mark.parametrize("preset,scale,overrides",
+                         [("edge", 4, {"widths": (32, 48, 80), "refine_width": 16, "mid_ratio": 0.75}),
+                          ("edge", 8, {"widths": (16, 64, 32), "refine_width": 8, "mid_ratio": 0.5})])
 def test_per_layer_pruning_equals_the_original_with_dropped_channels_zeroed(preset, scale, overrides):
     """The zeroing check of uniform pruning, for slim configs the search can pick."""
     from dataclasses import replace
 
-    from pkdn_edge.export.prune import apply_pruning, plan_for_config
+    from pkdn_edge.export.compress.prune import apply_pruning, plan_for_config
 
     torch.manual_seed(1)
     m = create_model(preset, scale).eval()
@@ -250,7 +253,7 @@ def test_per_layer_pruning_equals_the_original_with_dropped_channels_zeroed(pres
 
 
 def test_taylor_importance_on_data_runs_and_ignores_dead_channels():
-    from pkdn_edge.export.importance import taylor_importance
+    from pkdn_edge.export.compress.importance import taylor_importance
 
     torch.manual_seed(0)
     m = create_model("edge", 4, widths=(8, 12), depth=1, bottleneck_depth=1, refine_width=8)
@@ -273,8 +276,8 @@ def test_pruning_in_steps_records_channels_against_the_original():
     """Two steps (A → B → C): C's kept-channel lists point into A's features, through B's."""
     from dataclasses import replace
 
-    from pkdn_edge.export.prune import apply_pruning, plan_for_config
-    from pkdn_edge.export.prune_search import schedule
+    from pkdn_edge.export.compress.prune import apply_pruning, plan_for_config
+    from pkdn_edge.export.compress.prune_search import schedule
 
     a = create_model("edge", 4).eval()
     final = replace(a.cfg, widths=(32, 48, 64), refine_width=16, mid_ratio=0.75)
@@ -294,7 +297,7 @@ def test_pruning_in_steps_records_channels_against_the_original():
 def test_search_with_a_speed_target_thins_the_high_resolution_layers():
     """The latency proxy charges activation volume: a speed target forces stage 0 or the upsampler
     (32×32 and 64/128-px grids) thinner than MACs alone would."""
-    from pkdn_edge.export.prune_search import latency_proxy, search_config
+    from pkdn_edge.export.compress.prune_search import latency_proxy, search_config
 
     m = create_model("edge", 4)
     imp = channel_importance(m)

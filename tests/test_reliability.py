@@ -495,12 +495,12 @@ def test_sigterm_during_export_leaves_no_work_folder(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from pkdn_edge.export import onnx_export
+        from pkdn_edge.export.targets import onnx as onnx_target
         def slow_export(ctx):
             (ctx.workdir / "model.onnx").write_bytes(b"half")
             Path({str(ready)!r}).write_text("x")
             time.sleep(120)
-        onnx_export.export = slow_export
+        onnx_target.export = slow_export
         from pkdn_edge.export.cli import main
         sys.exit(main(["--target", "onnx", "--weights", {str(w)!r}, "--out", {str(tmp_path / "art")!r},
                        "--verify-synthetic"]))
@@ -621,12 +621,13 @@ def test_int8_quantization_ignores_a_stale_nncf_build_lock(tmp_path):
     ext = tmp_path / "torch_extensions"
     script = textwrap.dedent("""
         import numpy as np, torch
-        from pkdn_edge.export.nncf_ext import lock_path
+        from pkdn_edge.export.int8._nncf_ext import lock_path
         lock = lock_path()
         lock.parent.mkdir(parents=True, exist_ok=True)
         lock.write_text("")
         from pkdn_edge.models import create_model
-        from pkdn_edge.export.quantize import Int8Settings, quantize_torch
+        from pkdn_edge.export.int8.ptq import quantize_torch
+        from pkdn_edge.export.settings import Int8Settings
         m = create_model("edge", 8, widths=(8, 12), depth=1, bottleneck_depth=1, refine_width=8).eval()
         x = np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32)
         q = quantize_torch(m, x, Int8Settings(subset_size=8))
@@ -643,7 +644,7 @@ def test_int8_quantization_ignores_a_stale_nncf_build_lock(tmp_path):
 
 @needs_torch
 def test_nncf_build_lock_held_by_a_live_process_is_left_alone(tmp_path):
-    from pkdn_edge.export.nncf_ext import check_stale_lock, lock_holders
+    from pkdn_edge.export.int8._nncf_ext import check_stale_lock, lock_holders
 
     lock = tmp_path / "lock"
     fd = os.open(lock, os.O_CREAT | os.O_EXCL)  # what torch's FileBaton does while it builds

@@ -496,11 +496,11 @@ def test_eval_applies_the_manifest_normalization_as_the_loop_does(tmp_path):
     """`pkdn-train eval` fed [0,1] pixels to an artifact whose manifest says mean 0.5 / std 0.5 (the
     loop normalizes): the same artifact scored +3.43 dB in eval and pasted something else in the loop."""
     import torch
+    from pkdn_edge.train.data import to_uint8
+    from pkdn_edge.train.evaluate import ArtifactModel
 
     from pkdn_edge.engines import load_engine
     from pkdn_edge.manifest import read_manifest, write_manifest
-    from pkdn_edge.train.data import to_uint8
-    from pkdn_edge.train.evaluate import ArtifactModel
 
     art = _artifact(tmp_path)
     m = read_manifest(art)
@@ -560,7 +560,7 @@ def test_interrupted_onnx_export_leaves_no_work_folder_even_on_a_second_ctrl_c(t
     `.tmp` folder stayed behind."""
     import shutil
 
-    from pkdn_edge.export import onnx_export
+    from pkdn_edge.export.targets import onnx as onnx_target
 
     weights = _tiny_weights(tmp_path / "w.pt")
     real_rmtree = shutil.rmtree
@@ -575,7 +575,7 @@ def test_interrupted_onnx_export_leaves_no_work_folder_even_on_a_second_ctrl_c(t
             raise KeyboardInterrupt  # Ctrl-C again, during the cleanup
         return real_rmtree(path, *a, **k)
 
-    monkeypatch.setattr(onnx_export, "export", export)
+    monkeypatch.setattr(onnx_target, "export", export)
     monkeypatch.setattr(shutil, "rmtree", rmtree)
     rc, err = _export(capsys, "--target", "onnx", "--no-verify", "--weights", weights, "--out", tmp_path / "art")
     assert rc == 130 and "interrupted" in err

@@ -44,9 +44,9 @@ print('ok')
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# needs torch by design (training/export-side, or dev-only): pkdn_edge.models*, pkdn_edge.bench* (the
-# benchmark suite, a dev subpackage: pip install 'pkdn-edge[bench]'), __main__ modules (they run on import)
-TORCH_SIDE = ("pkdn_edge.models", "pkdn_edge.bench")
+# needs torch by design (training/export-side): pkdn_edge.models*, __main__ modules (they run on import);
+# the benchmark suite is pkdn_edge.export.bench (export/bench/), outside this folder since issue 32
+TORCH_SIDE = ("pkdn_edge.models",)
 # the torch-free part of export/: what `pkdn-export --help` and its "install the extra" error need
 EXPORT_TORCH_FREE = ["pkdn_edge.export", "pkdn_edge.export.cli", "pkdn_edge.export.settings",
                      "pkdn_edge.export.formats"]

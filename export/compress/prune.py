@@ -205,7 +205,8 @@ class PruningPlan:
         if parent:
             meta["feature_index"] = [[outer[j] for j in inner]
                                      for outer, inner in zip(parent["feature_index"], meta["feature_index"])]
-            meta.update(source_config=parent["source_config"], feature_channels_before=parent["feature_channels_before"],
+            meta.update(source_config=parent["source_config"],
+                        feature_channels_before=parent["feature_channels_before"],
                         steps=int(parent.get("steps", 1)) + 1)
         return meta
 
@@ -238,7 +239,8 @@ def check_slimmer(source: PKDNConfig, cfg: PKDNConfig) -> None:
     """Raise ValueError unless ``cfg`` is ``source`` with no channel space wider (a valid pruning target)."""
     same = replace(cfg, widths=source.widths, refine_width=source.refine_width, mid_ratio=source.mid_ratio)
     if same != source or len(cfg.widths) != len(source.widths):
-        raise ValueError(f"{cfg} is not a slimmer version of {source}: only widths, refine_width and mid_ratio may change")
+        raise ValueError(f"{cfg} is not a slimmer version of {source}: only widths, refine_width and mid_ratio "
+                         f"may change")
     wider = [i for i, (a, b) in enumerate(zip(cfg.widths, source.widths))
              if a > b or cfg.mid(a) > source.mid(b) or max(a // cfg.reduction, 4) > max(b // source.reduction, 4)]
     if wider or any(a > b for a, b in zip(upsampler_widths(cfg), upsampler_widths(source))):

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from pkdn_edge.errors import PKDNError
 
-from .compress_config import CompressConfig
+from .config import CompressConfig
 
 # keys of the source student's own training config carried into fine-tuning / QAT
 INHERITED_TRAIN_KEYS = ("data", "layout", "degradation", "camera", "select_on", "augment", "prior_source", "num_val",
@@ -199,8 +199,9 @@ def _prune_step(run: Run, model: Any, target: Any, imp: Callable[[], dict], pare
 
 def _finetune(run: Run, init: Path, folder: Path, steps: int) -> tuple[Any, dict[str, Any]]:
     """Fine-tune the checkpoint ``init`` in ``folder`` (resumes) → (best model, stage summary)."""
-    from pkdn_edge.models.checkpoint import load_model
     from pkdn_edge.train.loop import Trainer
+
+    from pkdn_edge.models.checkpoint import load_model
 
     tcfg = train_config(run, folder, steps, run.cfg.finetune_lr, init=str(init),
                         feat_decay_steps=max(1, int(0.75 * steps)))
@@ -248,9 +249,14 @@ def prune_and_finetune(run: Run) -> PruneResult:
         folder = run.out / ("finetune" if last else f"step{k}")
         init = run.out / "pruned_init.pt" if last else folder / "pruned_init.pt"
         run.log(f"[1/6] prune step {k}/{len(configs)}: widths {list(model.cfg.widths)} -> {list(c.widths)}, "
-                f"refine {model.cfg.refine_width} -> {c.refine_width}, mid_ratio {model.cfg.mid_ratio} -> {c.mid_ratio}")
+                f"refine {model.cfg.refine_width} -> {c.refine_width}, "
+                f"mid_ratio {model.cfg.mid_ratio} -> {c.mid_ratio}")
         src_imp = imp if k == 1 else None
-        slim, meta = _prune_step(run, model, c, lambda: src_imp if src_imp is not None else measure(model), parent, init)
+
+        def importance(src_imp: Any = src_imp, model: Any = model) -> Any:  # bound now: called within this step
+            return src_imp if src_imp is not None else measure(model)
+
+        slim, meta = _prune_step(run, model, c, importance, parent, init)
         if steps > 0:
             run.log(f"[2/6] fine-tuning after step {k}")
             model, summary = _finetune(run, init, folder, steps)

@@ -1,7 +1,7 @@
 """Measure one configuration: import, cold start, warm latency, peak memory, quality.
 
 :func:`measure` does it in this process; :func:`measure_isolated` runs ``python -m
-pkdn_edge.bench.worker SPEC RESULT`` in a fresh process (the default of ``pkdn-bench``), so every
+pkdn_edge.export.bench.worker SPEC RESULT`` in a fresh process (the default of ``pkdn-bench``), so every
 configuration starts cold (its backend library not yet imported or initialised, nothing else's
 memory in the heap) and the peak-RSS figure is its own.
 
@@ -83,10 +83,9 @@ def measure(cfg: dict[str, Any], lr_rgb: np.ndarray, hr_rgb: np.ndarray | None, 
     import cv2  # noqa: F401 - runtime core, imported before the backend is timed
 
     import pkdn_edge.engines  # noqa: F401
+    from pkdn_edge.telemetry import disable as telemetry_off
 
     from . import peers  # noqa: F401
-
-    from pkdn_edge.telemetry import disable as telemetry_off
 
     telemetry_off()  # before `import openvino`, which otherwise reports usage over the network
     clock = time.perf_counter
@@ -124,14 +123,14 @@ def failure(cfg: dict[str, Any], message: str) -> dict[str, Any]:
 
 def measure_isolated(cfg: dict[str, Any], faces_npz: Path, threads: int, warmup: int, runs: int,
                      quality: bool = True, timeout: float = 900.0) -> dict[str, Any]:
-    """:func:`measure` in a fresh ``python -m pkdn_edge.bench.worker`` process; faces come from
+    """:func:`measure` in a fresh ``python -m pkdn_edge.export.bench.worker`` process; faces come from
     ``faces_npz`` (arrays ``hr`` and ``lr<scale>``). A crash or timeout gives a failure record."""
     with tempfile.TemporaryDirectory(prefix="pkdn-bench-") as tmp:
         spec, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps({"config": cfg, "faces": str(faces_npz), "threads": threads, "warmup": warmup,
                                     "runs": runs, "quality": quality}))
         try:
-            proc = subprocess.run([sys.executable, "-m", "pkdn_edge.bench.worker", str(spec), str(result)],
+            proc = subprocess.run([sys.executable, "-m", "pkdn_edge.export.bench.worker", str(spec), str(result)],
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return failure(cfg, f"timed out after {timeout:.0f} s")
@@ -142,10 +141,10 @@ def measure_isolated(cfg: dict[str, Any], faces_npz: Path, threads: int, warmup:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pkdn_edge.bench.worker SPEC.json RESULT.json`` (used by :func:`measure_isolated`)."""
+    """``python -m pkdn_edge.export.bench.worker SPEC.json RESULT.json`` (used by :func:`measure_isolated`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m pkdn_edge.bench.worker SPEC.json RESULT.json", file=sys.stderr)
+        print("usage: python -m pkdn_edge.export.bench.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
     cfg = spec["config"]

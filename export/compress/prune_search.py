@@ -212,9 +212,12 @@ def schedule(src: PKDNConfig, final: PKDNConfig, steps: int) -> list[PKDNConfig]
     out, prev = [], src
     for k in range(1, steps):
         t = k / steps
-        ws = tuple(max(f, min(p, 4 * round((s + (f - s) * t) / 4))) for s, f, p in zip(src.widths, final.widths, prev.widths))
-        r = max(final.refine_width, min(prev.refine_width, 4 * round((src.refine_width + (final.refine_width - src.refine_width) * t) / 4)))
-        cfg = replace(src, widths=ws, refine_width=r, mid_ratio=round(src.mid_ratio + (final.mid_ratio - src.mid_ratio) * t, 6))
+        ws = tuple(max(f, min(p, 4 * round((s + (f - s) * t) / 4)))
+                   for s, f, p in zip(src.widths, final.widths, prev.widths))
+        r_lin = src.refine_width + (final.refine_width - src.refine_width) * t
+        r = max(final.refine_width, min(prev.refine_width, 4 * round(r_lin / 4)))
+        cfg = replace(src, widths=ws, refine_width=r,
+                      mid_ratio=round(src.mid_ratio + (final.mid_ratio - src.mid_ratio) * t, 6))
         while any(cfg.mid(a) > prev.mid(b) for a, b in zip(cfg.widths, prev.widths)):
             cfg = replace(cfg, mid_ratio=round(cfg.mid_ratio * 0.99, 6))
         check_slimmer(prev, cfg)

@@ -127,7 +127,8 @@ def our_cpu_configs(weights: dict[int, Path]) -> list[BenchConfig]:
                 flip = BenchConfig(id=f"{cfg.id}-flip", label=f"{cfg.label} + flip TTA", kind="ours", scale=s,
                                    runtime="engine", backend=backend, precision=prec, weights=str(w),
                                    options={"tta": "flip"}, export=(target, prec))
-                flip.notes.append("mirror self-ensemble: the face and its mirror image (two batch-1 calls), outputs averaged")
+                flip.notes.append("mirror self-ensemble: the face and its mirror image (two batch-1 calls), "
+                                  "outputs averaged")
                 out.append(flip)
     return out
 

@@ -14,8 +14,9 @@ int8          ``model.onnx`` (Q/DQ) + ``--int8        ``model.onnx`` (Q/DQ; floa
               --fp16``                                fp32 unless the ONNX is autocast to fp16)
 ============  ======================================  ==========================================
 
-INT8 uses *explicit* quantization: the Q/DQ ONNX of :mod:`.qdq_onnx` (shared with the ``onnx``
-target). The engine is built here when a builder is available (``--builder``, :mod:`.trt_builders`:
+INT8 uses *explicit* quantization: the Q/DQ ONNX of :func:`..int8.strategy.qdq_onnx` (shared with
+the ``onnx`` target). The engine is built here when a builder is available (``--builder``,
+:mod:`.tensorrt_builders`:
 torch-tensorrt, the TensorRT Python API or trtexec); otherwise on the device from BUILD.md.
 """
 
@@ -23,14 +24,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .context import ExportContext, TargetResult
-from .onnx_io import INPUT_NAME, export_onnx, to_fp16
-from .qdq_onnx import export_qdq_onnx
-from .trt_builders import choose
+from ..context import ExportContext, TargetResult
+from ..int8.strategy import qdq_onnx
+from ..onnx_io import INPUT_NAME, export_onnx, to_fp16
+from .tensorrt_builders import choose
 
 TRTEXEC = "trtexec"  # on Jetson: /usr/src/tensorrt/bin/trtexec
 DEFAULT_MAX_BATCH = 16
 DEFAULT_OPT_BATCH = 4
+CHECK_VERSION = '`dpkg -l | grep nvinfer` or `python3 -c "import tensorrt; print(tensorrt.__version__)"`'
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ def build_doc(precision: str, commands: dict[str, str], scale: int) -> str:
 
 Engines only run on the GPU model and TensorRT version that built them: build on the device.
 On Jetson, `trtexec` is `/usr/src/tensorrt/bin/trtexec` (JetPack 4.6: TensorRT 8.2; JetPack 5.x: 8.5;
-JetPack 6.0: 8.6; JetPack 6.1/6.2: 10.3). Check yours with `dpkg -l | grep nvinfer` or `python3 -c "import tensorrt; print(tensorrt.__version__)"`.
+JetPack 6.0: 8.6; JetPack 6.1/6.2: 10.3). Check yours with {CHECK_VERSION}.
 
 | TensorRT | command (run in this folder) |
 |---|---|
@@ -94,7 +96,7 @@ or build and register in one step with the TensorRT Python API (needs `cuda-pyth
 def export(ctx: ExportContext) -> TargetResult:
     """Write the TensorRT-ready ONNX (+ fp16 ONNX for TensorRT 11), ``BUILD.md`` and the commands;
     the exporter then builds the engine here when a builder is available (``ctx.builder``,
-    :func:`.trt_builders.choose`). Every ONNX an engine may be built from is listed in
+    :func:`.tensorrt_builders.choose`). Every ONNX an engine may be built from is listed in
     ``extras.trt_onnx`` and verified (``TargetResult.also_verify``)."""
     builder, why = choose(ctx.builder)  # an explicit --builder that cannot run: error before any work
     extras: dict[str, Any] = {"opset": ctx.opset}
@@ -102,7 +104,7 @@ def export(ctx: ExportContext) -> TargetResult:
     per_gen = {"8": "model.onnx", "10": "model.onnx", "11": "model.onnx"}
     model_file = "model.onnx"
     if ctx.precision == "int8":
-        extras.update(export_qdq_onnx(ctx, onnx_path))
+        extras.update(qdq_onnx(ctx, onnx_path))
     else:
         export_onnx(ctx.model, onnx_path, ctx.lr_size, ctx.batch, ctx.opset, ctx.onnx_metadata())
         if ctx.precision == "fp16":

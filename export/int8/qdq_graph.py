@@ -1,4 +1,7 @@
-"""Small ONNX graph utilities for Q/DQ models (numpy + onnx only).
+"""ONNX graph utilities for Q/DQ models (numpy + onnx only): the TensorRT rewrite, toposort, summaries.
+
+Not the builder: :mod:`.qdq_onnx` makes the Q/DQ ONNX file from a PyTorch model and calls
+:func:`make_tensorrt_qdq` here; :mod:`.tensorrt_lint` reads graphs through :class:`Graph`.
 
 :func:`make_tensorrt_qdq` turns the Q/DQ ONNX that NNCF's stripped PyTorch model exports into the
 form TensorRT's explicit quantization accepts:
@@ -250,8 +253,10 @@ def requantize_concats(g: Graph) -> int:
             continue
         q_out, dq_out = cat.output[0] + "_requant_q", cat.output[0] + "_requant"
         extra = [dqs[0].input[2]] if len(dqs[0].input) > 2 and dqs[0].input[2] else []
-        q = helper.make_node("QuantizeLinear", [cat.output[0], dqs[0].input[1], *extra], [q_out], name=cat.name + "/requant_Q")
-        dq = helper.make_node("DequantizeLinear", [q_out, dqs[0].input[1], *extra], [dq_out], name=cat.name + "/requant_DQ")
+        q = helper.make_node("QuantizeLinear", [cat.output[0], dqs[0].input[1], *extra], [q_out],
+                             name=cat.name + "/requant_Q")
+        dq = helper.make_node("DequantizeLinear", [q_out, dqs[0].input[1], *extra], [dq_out],
+                              name=cat.name + "/requant_DQ")
         idx = list(g.g.node).index(cat)
         g.g.node.insert(idx + 1, dq)
         g.g.node.insert(idx + 1, q)
@@ -312,8 +317,8 @@ def make_tensorrt_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str
     concats = requantize_concats(g)
     remove_dead(g)
     qdq = sum(n.op_type in QDQ_OPS for n in g.g.node)
-    return model, {"weights_folded": weights, "weights_per_channel": per_channel, "activations_symmetrized": acts, "concat_requantized": concats,
-                   "qdq_nodes": qdq}
+    return model, {"weights_folded": weights, "weights_per_channel": per_channel, "activations_symmetrized": acts,
+                   "concat_requantized": concats, "qdq_nodes": qdq}
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, int]:

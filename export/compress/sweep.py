@@ -3,11 +3,12 @@
 Each fraction ``F`` is an ordinary compression (``--target-macs F``, same flags otherwise) in
 ``<out>/macs_<F>/`` (resumable, its own ``report.md``); the source's channel importance is measured
 once (``<out>/importance.pt``). Then, in one run, every model is timed in alternating blocks
-(:func:`.compress_report.measure_latency`): the original and each pruned student in ONNX Runtime
+(:func:`.report.measure_latency`): the original and each pruned student in ONNX Runtime
 fp32 and as OpenVINO INT8 (the original quantized with the same NNCF settings, ``<out>/reference/``),
 so the speed-ups share one machine state. ``sweep.md`` / ``sweep.json``:
 
-| MAC fraction | MMACs | widths | Δ PSNR bicubic | Δ PSNR camera | INT8 vs own fp32 | ORT fp32 speed-up | OV INT8 speed-up |
+| MAC fraction | MMACs | widths | Δ PSNR bicubic | Δ PSNR camera | INT8 vs own fp32 |
+| ORT fp32 speed-up | OV INT8 speed-up |  (one table row)
 
 Quality deltas are the fine-tuned fp32 model against the original under each protocol (the same
 bicubic baseline, so they are also the change of the gain over bicubic); the INT8 column is the
@@ -21,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .compress_config import CompressConfig
-from .compress_report import LATENCY_BLOCK, measure_latency
+from .config import CompressConfig
+from .report import LATENCY_BLOCK, measure_latency
 
 
 def _row(report: dict[str, Any], protocol: str, prefix: str) -> dict[str, Any] | None:
@@ -86,7 +87,8 @@ def _fmt(v: Any, spec: str) -> str:
 def sweep_markdown(s: dict[str, Any]) -> str:
     """``sweep.md`` from the sweep dict."""
     lat = s["latency"]
-    lines = [f"# pkdn-compress sweep: {Path(s['weights']).name} (x{s['scale']}, {s['source_macs'] / 1e6:.1f} MMACs)", "",
+    lines = [f"# pkdn-compress sweep: {Path(s['weights']).name} (x{s['scale']}, "
+             f"{s['source_macs'] / 1e6:.1f} MMACs)", "",
              f"Each row: `--target-macs F`, {s['settings']['finetune_steps']} fine-tuning steps distilled from "
              f"{s['distill_source']}, INT8 {s['settings']['int8']}; {s['num_eval_faces']} eval faces. Speed-ups: "
              f"original / pruned, median of {lat.get('runs', 0)} batch-1 calls per model at {lat.get('threads')} "
@@ -104,7 +106,7 @@ def sweep_markdown(s: dict[str, Any]) -> str:
 def run_sweep(cfg: CompressConfig, log: Callable[[str], None], run_one: Callable, export: Callable,
               calib: Callable) -> dict[str, Any]:
     """Run the sweep (module docstring); ``run_one``/``export``/``calib`` are
-    :func:`.compress.run_compress`, :func:`.compress.export`, :func:`.compress.calib_options`."""
+    :func:`.run.run_compress`, :func:`.run.export`, :func:`.run.calib_options`."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     int8 = cfg.int8 if cfg.int8 != "none" else "ptq"
@@ -120,7 +122,8 @@ def run_sweep(cfg: CompressConfig, log: Callable[[str], None], run_one: Callable
     if cfg.latency_runs > 0:
         log(f"=== timing {2 * len(points) + 2} models in alternating blocks ({cfg.latency_runs} calls each)")
         latency = _timings(replace(cfg, int8=int8), out, points, export, calib, data)
-    s = {"weights": str(cfg.weights), "scale": last["source"]["scale"], "source_macs": last["models"]["original"]["macs"],
+    s = {"weights": str(cfg.weights), "scale": last["source"]["scale"],
+         "source_macs": last["models"]["original"]["macs"],
          "num_eval_faces": last["source"]["num_eval_faces"], "settings": cfg.to_dict(),
          "distill_source": last["settings"]["distill_source"] or "none", "points": points, "latency": latency}
     (out / "sweep.json").write_text(json.dumps(s, indent=2, default=str))

@@ -1,7 +1,7 @@
 """``pkdn-compress`` settings: :class:`CompressConfig` (one field per flag) and its checks.
 
-Imports nothing heavy: the stages (:mod:`.compress`, :mod:`.compress_prune`,
-:mod:`.compress_report`) all read this one dataclass.
+Imports nothing heavy: the stages (:mod:`.run`, :mod:`.finetune`,
+:mod:`.report`, :mod:`.sweep`) and the CLI (:mod:`.cli`) all read this one dataclass.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class CompressConfig:
         tensorrt: also write a TensorRT-ready Q/DQ ONNX artifact of the INT8 model.
         latency_runs: timed calls per model (0: no latency measurement, no reference exports).
         threads: CPU threads for training, export, evaluation and latency.
-        sweep: MAC fractions of a ratio sweep (:mod:`.compress_sweep`); empty: one compression.
+        sweep: MAC fractions of a ratio sweep (:mod:`.sweep`); empty: one compression.
         train_overrides: ``KEY=VALUE`` TrainConfig overrides for fine-tuning and QAT.
         progress: progress bars.
         importance_cache: where the source's importance is kept (default ``<out>/importance.pt``;
@@ -161,7 +161,7 @@ def _check_int8(cfg: CompressConfig) -> None:
 
     from pkdn_edge.errors import MissingDependencyError
 
-    from .quantize import IGNORE_GROUPS, PRESETS
+    from ..settings import IGNORE_GROUPS, PRESETS
 
     bad = [g for g in cfg.ignore if g not in IGNORE_GROUPS]
     if bad:

@@ -5,7 +5,7 @@
     pkdn-bench --configs 'pkdn-x4-*' 'bicubic-*' --runs 50    # a subset (glob patterns on ids)
     pkdn-bench --list                           # print the configuration ids and exit
 
-Builds the artifacts it needs (``pkdn_edge.export``, into ``--artifacts``, reused while the weights
+Builds the artifacts it needs (:mod:`pkdn_edge.export`, into ``--artifacts``, reused while the weights
 are unchanged), measures every configuration (by default each in its own process) and writes
 ``report.md``, ``report.json``, ``latency.png`` and ``pareto.png`` into ``--out``. See
 ``docs/benchmarks.md``.
@@ -109,24 +109,58 @@ def _summary_line(r: dict[str, Any]) -> str:
 
 def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dict[str, Any]:
     """Everything ``pkdn-bench`` does; returns the report dict (also written to ``args.out``)."""
-    from .configs import (BenchConfig, bicubic_configs, build_artifacts, our_cpu_configs, our_gpu_configs,
-                          peer_configs, select, variant_configs)
-    from .peers import default_peer_dir
-    from .quality import default_faces_dir, load_faces, make_lr
-    from .report import compute_targets, write_report
-    from .system import CpuContention, gpu_info, load_average, machine_info
+    from .system import load_average
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     load_start = load_average()  # before any work of ours: the machine's own load
+    _check_counts(args)
+    scales = tuple(sorted(set(args.scales)))
+    weights, missing = _all_weights(args, scales)
+    gpu, configs, notes = _configurations(args, scales, weights)
+    if args.list:
+        for c in configs:
+            print(f"{c.id:36s} {c.label}")
+        return {}
+    _check_selection(configs, missing, args)
+    faces_dir, hr, lr = _faces(args, scales, len(configs), log)
+    notes += _artifacts(configs, args, faces_dir, log)
+    machine, results, stages = _measure(configs, lr, hr, args, load_start, log)
+    rep = _report(args, argv, machine, gpu, faces_dir, hr, weights, missing, results, stages, notes)
+    _write(rep, args.out, log)
+    return rep
+
+
+def _check_counts(args: argparse.Namespace) -> None:
     if args.threads < 1 or args.runs < 1 or args.warmup < 0 or args.stage_runs < 1:
         raise PKDNError("--threads, --runs and --stage-runs must be >= 1 and --warmup >= 0")
-    scales = tuple(sorted(set(args.scales)))
+
+
+def _all_weights(args: argparse.Namespace, scales: tuple[int, ...]) -> tuple[dict[int, Path], dict[int, str]]:
+    """The checkpoint per scale; a missing one is fatal only if an x{s} configuration of ours is selected."""
     weights, missing = {}, {}
     for s in scales:
         try:
             weights[s] = _weights(s, getattr(args, f"weights{s}"))
-        except PKDNError as exc:  # fatal only if an x{s} configuration of ours is selected (below)
+        except PKDNError as exc:
             weights[s], missing[s] = Path(f"<missing x{s} weights>"), str(exc)
+    return weights, missing
+
+
+def _configurations(args: argparse.Namespace, scales: tuple[int, ...],
+                    weights: dict[int, Path]) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """(GPU facts, the selected configurations: ours, variants, peers, bicubic, GPU; notes)."""
+    from .configs import (
+        BenchConfig,
+        bicubic_configs,
+        our_cpu_configs,
+        our_gpu_configs,
+        peer_configs,
+        select,
+        variant_configs,
+    )
+    from .peers import default_peer_dir
+    from .system import gpu_info
+
     gpu = {"cuda": False, "reason": "--no-gpu", "tensorrt": False} if args.no_gpu else gpu_info()
     notes: list[str] = []
     peer_dir = None if args.no_peers else (args.peers or default_peer_dir())
@@ -142,44 +176,70 @@ def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dic
     notes += var_notes
     configs = (our_cpu_configs(weights) + [v for v in variants if v.scale in scales] + peers + bicubic_configs(scales)
                + our_gpu_configs(weights, gpu))
-    configs = select(configs, args.configs)
-    if args.list:
-        for c in configs:
-            print(f"{c.id:36s} {c.label}")
-        return {}
+    return gpu, select(configs, args.configs), notes
+
+
+def _check_selection(configs: list[Any], missing: dict[int, str], args: argparse.Namespace) -> None:
     for c in configs:
         if c.weights is not None and c.scale in missing:
             raise PKDNError(missing[c.scale])
     if not configs:
         raise PKDNError(f"no configuration matches --configs {' '.join(args.configs or [])} (see pkdn-bench --list)")
 
+
+def _faces(args: argparse.Namespace, scales: tuple[int, ...], n_configs: int,
+           log: Any) -> tuple[Path, np.ndarray, dict[int, np.ndarray]]:
+    """(folder, HR faces (N,128,128,3) uint8, LR per scale (N,3,h,w) float32) of the evaluation."""
+    from .quality import default_faces_dir, load_faces, make_lr
+
     faces_dir = args.faces or default_faces_dir()
     if faces_dir is None:
         raise PKDNError("no evaluation faces: ../shared/faces/eval is absent; pass --faces DIR (aligned 128x128 faces)")
     hr, _ = load_faces(faces_dir, args.num_faces)
     lr = {s: make_lr(hr, s) for s in scales}
-    log(f"{len(hr)} evaluation faces from {faces_dir}; {len(configs)} configurations")
+    log(f"{len(hr)} evaluation faces from {faces_dir}; {n_configs} configurations")
+    return faces_dir, hr, lr
 
-    from pkdn_edge.export.settings import CalibOptions
+
+def _artifacts(configs: list[Any], args: argparse.Namespace, faces_dir: Path, log: Any) -> list[str]:
+    """Export (or reuse) every artifact the configurations time, then ``<artifacts>/index.json``."""
+    from ..settings import CalibOptions
+    from .configs import build_artifacts
 
     # pkdn-export's defaults (NNCF performance preset, ignore=edges, subset 300): the shipped INT8 form
     calib = CalibOptions(folder=args.calib, size=args.calib_size, synthetic=args.calib_synthetic)
-    notes += build_artifacts(configs, args.artifacts, threads=args.threads, calib=calib, verify_faces=faces_dir,
-                             rebuild=args.rebuild, log=log)
+    notes = build_artifacts(configs, args.artifacts, threads=args.threads, calib=calib, verify_faces=faces_dir,
+                            rebuild=args.rebuild, log=log)
     _write_index(args.artifacts, configs, faces_dir, args.threads)
+    return notes
+
+
+def _measure(configs: list[Any], lr: dict[int, np.ndarray], hr: np.ndarray, args: argparse.Namespace,
+             load_start: Any, log: Any) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """(machine facts with the load and CPU contention seen, one result per configuration, pipeline stages)."""
+    from .system import CpuContention, machine_info
 
     machine = machine_info(args.threads)
     machine["load_average"] = load_start
     contention = CpuContention().start()
     results = _measure_all(configs, lr, hr, args, log)
-
     stages = None
     if not args.no_stages:
         log("pipeline stages ...")
         stages = _stages(results, args)
     machine["contention"] = contention.stop()
+    return machine, results, stages
+
+
+def _report(args: argparse.Namespace, argv: list[str], machine: dict[str, Any], gpu: dict[str, Any], faces_dir: Path,
+            hr: np.ndarray, weights: dict[int, Path], missing: dict[int, str], results: list[dict[str, Any]],
+            stages: dict[str, Any] | None, notes: list[str]) -> dict[str, Any]:
+    """The report dict (``report.json``)."""
+    from .report import compute_targets
+    from .system import load_average
+
     mem = next((r["memory"]["method"] for r in results if r.get("ok")), "")
-    rep = {
+    return {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "pkdn-bench" + ("" if not argv else " " + shlex.join(argv)),
@@ -198,11 +258,15 @@ def run_bench(args: argparse.Namespace, argv: list[str], log: Any = None) -> dic
         "stages": stages,
         "notes": notes,
     }
-    files = write_report(rep, args.out)
+
+
+def _write(rep: dict[str, Any], out: Path, log: Any) -> None:
+    from .report import write_report
+
+    files = write_report(rep, out)
     for t in rep["targets"]:
         log(f"target {t['name']}: {t['status'].upper()}" + (f" ({t['reason']})" if t.get("reason") else ""))
     log("wrote " + ", ".join(str(f) for f in files))
-    return rep
 
 
 def _measure_all(configs: list[Any], lr: dict[int, np.ndarray], hr: np.ndarray, args: argparse.Namespace,

@@ -1,15 +1,16 @@
-"""INT8 post-training quantization with NNCF, for OpenVINO and for TensorRT/ONNX.
+"""NNCF post-training quantization (PTQ) of a PKDN student, for OpenVINO and for the Q/DQ ONNX.
 
-Two paths, same calibration faces, same ignored-scope groups:
+The NNCF calls only; which of them an export runs is :mod:`.strategy`'s choice. Same calibration
+faces, same ignored-scope groups on both paths:
 
 * :func:`quantize_openvino`: ``nncf.quantize`` on the OpenVINO model (converted from the fp32
   ONNX). OpenVINO's CPU plugin runs the result with int8 kernels.
-* :func:`quantize_torch` + :func:`strip_to_native`: ``nncf.quantize`` on the PyTorch model, then
-  stripped to ``torch.ao`` FakeQuantize modules so ``torch.onnx.export(dynamo=False)`` writes
-  ``QuantizeLinear``/``DequantizeLinear``; :mod:`.qdq` then makes that graph TensorRT-shaped.
-  The PyTorch model NNCF returns is trainable: :mod:`.qat` fine-tunes it (QAT) before export.
 * :func:`quantize_openvino_accuracy`: the OpenVINO path with NNCF's accuracy control (ops are
   reverted to float until the PSNR drop on held-out faces is within a bound).
+* :func:`quantize_torch` + :func:`strip_to_native`: ``nncf.quantize`` on the PyTorch model, then
+  stripped to ``torch.ao`` FakeQuantize modules so ``torch.onnx.export(dynamo=False)`` writes
+  ``QuantizeLinear``/``DequantizeLinear`` (:mod:`.qdq_onnx`). The PyTorch model NNCF returns is
+  trainable: :mod:`.qat` fine-tunes it (QAT) before export.
 
 Ignored scopes (``PKDN.md`` §5: INT8 SR breaks around pixel-shuffle, resize and the first/last
 convs) are named groups of modules, resolved to each backend's node names through the conv
@@ -28,11 +29,10 @@ upsampler the whole HR-grid upsampler (``upsampler.*``)
 gates     the attention gates (channel/spatial, before sigmoids) and affine modulation
 ========  =======================================================================
 
-``edges`` is the default: on held-out training faces it took the INT8 drop from −0.24 dB (nothing
-ignored) to −0.018 dB at x4 (−0.006 dB at x8); almost all of the loss was the quantized skip path
-(input and both operands of ``bicubic + residual``). ``docs/export.md`` has the full table.
+``edges`` is the default: on held-out training faces almost all of the INT8 loss was the quantized
+skip path (input and both operands of ``bicubic + residual``); ``docs/export.md`` has the table.
 
-Calibration faces never come from ``shared/faces/eval`` (see :mod:`.data`).
+Calibration faces never come from ``shared/faces/eval`` (see :mod:`..data`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import io
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -50,15 +49,15 @@ import torch
 from torch import nn
 
 # NNCF would compile its CPU fake-quantize extension on first use of a quantized PyTorch model;
-# _nncf() points it at the pure-torch reference functions instead (.nncf_ext). Should the extension
+# _nncf() points it at the pure-torch reference functions instead (._nncf_ext). Should the extension
 # still be built (another NNCF), a busy 2-core machine needs more than NNCF's default 60 s.
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 
 from pkdn_edge.errors import MissingDependencyError, PKDNError
+from pkdn_edge.telemetry import disable as telemetry_off
 
-from . import telemetry
-from .nncf_ext import use_reference_quantizers
-from .settings import BOUNDARY_GROUPS, IGNORE_GROUPS, PRESETS, Int8Settings, parse_ignore  # noqa: F401 (re-exported)
+from ..settings import BOUNDARY_GROUPS, IGNORE_GROUPS, PRESETS, Int8Settings
+from ._nncf_ext import use_reference_quantizers
 
 SKIP_PATH_OPS = ("Interpolate", "MatMul", "Transpose", "Reshape", "Convert")  # OpenVINO ops of the bicubic skip path
 
@@ -97,12 +96,12 @@ def quiet_nncf():
 
 
 def _nncf() -> Any:
-    telemetry.disable()  # before the import: nncf imports openvino, which reports usage on import
+    telemetry_off()  # before the import: nncf imports openvino, which reports usage on import
     try:
         import nncf
     except ImportError:
         raise MissingDependencyError("nncf", "export", "INT8 quantization") from None
-    use_reference_quantizers()  # no JIT C++ build, no build lock to hang on (see .nncf_ext)
+    use_reference_quantizers()  # no JIT C++ build, no build lock to hang on (see ._nncf_ext)
     return nncf
 
 
@@ -122,7 +121,8 @@ def _preset(nncf: Any, s: Int8Settings) -> Any:
 # PyTorch path (→ Q/DQ ONNX for TensorRT / ONNX Runtime)
 
 
-def torch_ignored_nodes(model: nn.Module, example: torch.Tensor, weights: set[str], boundary: bool = False) -> list[str]:
+def torch_ignored_nodes(model: nn.Module, example: torch.Tensor, weights: set[str],
+                        boundary: bool = False) -> list[str]:
     """NNCF graph node names of the convs whose weight is in ``weights``; with ``boundary`` also the
     input's non-conv consumers (the bicubic resize) and the output's producer (the final add)."""
     from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
@@ -149,10 +149,12 @@ def quantize_torch(model: nn.Module, calib_lr: np.ndarray, settings: Int8Setting
     model = copy.deepcopy(model).eval()
     example = torch.from_numpy(calib_lr[:1])
     boundary = bool(BOUNDARY_GROUPS & set(settings.ignore))
-    names = torch_ignored_nodes(model, example, ignored_weights(model, settings.ignore), boundary) if settings.ignore else []
+    names = (torch_ignored_nodes(model, example, ignored_weights(model, settings.ignore), boundary)
+             if settings.ignore else [])
     data = nncf.Dataset([torch.from_numpy(calib_lr[i : i + 1]) for i in range(len(calib_lr))])
     with quiet_nncf():
-        q = nncf.quantize(model, data, preset=_preset(nncf, settings), subset_size=min(settings.subset_size, len(calib_lr)),
+        q = nncf.quantize(model, data, preset=_preset(nncf, settings),
+                          subset_size=min(settings.subset_size, len(calib_lr)),
                           fast_bias_correction=settings.fast_bias_correction,
                           ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None,
                           advanced_parameters=_advanced(nncf, settings))
@@ -248,7 +250,7 @@ def quantize_openvino_accuracy(ov_model: Any, calib_lr: np.ndarray, select_lr: n
 
     from pkdn_edge.metrics import psnr
 
-    from .verify import to_uint8
+    from ..verify import to_uint8
 
     boundary = bool(BOUNDARY_GROUPS & set(settings.ignore))
     names = ov_ignored_nodes(ov_model, weights, boundary) if weights or boundary else []
@@ -267,33 +269,3 @@ def quantize_openvino_accuracy(ov_model: Any, calib_lr: np.ndarray, select_lr: n
             ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None,
             advanced_quantization_parameters=_advanced(nncf, settings),
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(ranking_subset_size=len(select_lr)))
-
-
-# --------------------------------------------------------------------------------------------------
-# choosing settings on held-out faces
-
-
-@dataclass
-class Candidate:
-    settings: Int8Settings
-    psnr: float
-    delta: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def default_candidates(base: Int8Settings) -> list[Int8Settings]:
-    """The settings tried by ``--ignore auto``: growing ignored scopes, both presets."""
-    out = []
-    for ignore in ((), ("edges",), ("edges", "shuffle"), ("upsampler",), ("edges", "shuffle", "gates")):
-        for preset in PRESETS:
-            out.append(replace(base, ignore=ignore, preset=preset))
-    return out
-
-
-def pick_best(cands: list[Candidate], max_drop: float) -> Candidate:
-    """The candidate with the fewest float convs whose PSNR drop is within ``max_drop`` dB, else the
-    most accurate one (ties: fewer ignored groups, then performance preset)."""
-    ok = [c for c in cands if c.delta >= -max_drop]
-    if ok:
-        return min(ok, key=lambda c: (len(c.settings.ignore), -c.delta))
-    return max(cands, key=lambda c: c.delta)

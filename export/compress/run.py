@@ -1,11 +1,9 @@
-"""``pkdn-compress``: structured pruning → distillation fine-tuning → INT8, measured, in one command.
-
-    pkdn-compress --weights runs/camera_x4_student/best.pt --target-macs 0.72 \\
-        --finetune-steps 3000 --int8 ptq --out compressed/x4
+"""What ``pkdn-compress`` runs (:func:`run_compress`): structured pruning → distillation fine-tuning →
+INT8, measured. The command line is :mod:`.cli`.
 
 Stages (one log line each; run the same command again to resume an interrupted run):
 
-1. **prune** (:mod:`.compress_prune`, :mod:`.prune_search`, :mod:`.prune`): ``--target-macs F``
+1. **prune** (:mod:`.finetune`, :mod:`.prune_search`, :mod:`.prune`): ``--target-macs F``
    searches the per-layer widths with at most ``F`` of the source's MACs that drop the least
    important channels (Taylor importance on training batches, :mod:`.importance`), on a
    ``--multiple``-channel grid; ``--prune R`` removes ``R`` of every channel space. Pixel-shuffle
@@ -15,15 +13,15 @@ Stages (one log line each; run the same command again to resume an interrupted r
    output distillation from the **unpruned student** (``--distill-from source``, the default
    without ``--teacher``) or a teacher; the feature adapters start as channel selections.
 3. **INT8** (NNCF), ``--int8``: ``ptq`` (OpenVINO PTQ), ``acc`` (with accuracy control), ``qat``
-   (PTQ + quantization-aware training with the same distillation, :mod:`.qat`) or ``none``.
-4. **evaluate** (:mod:`.compress_report`): PSNR/SSIM under the paper (bicubic) and the camera
+   (PTQ + quantization-aware training with the same distillation, :mod:`..int8.qat`) or ``none``.
+4. **evaluate** (:mod:`.report`): PSNR/SSIM under the paper (bicubic) and the camera
    protocol, for the original, the pruned model before and after fine-tuning and the INT8 artifact.
 5. **latency**: ms/face at batch 1, ``--threads`` threads, the models timed in alternating blocks
-   (:func:`.compress_report.measure_latency`): ONNX Runtime fp32 and OpenVINO fp32/int8.
+   (:func:`.report.measure_latency`): ONNX Runtime fp32 and OpenVINO fp32/int8.
 6. **report**: ``report.md`` + ``report.json``.
 
 ``--sweep 0.9 0.8 0.72 …`` runs the whole recipe once per MAC fraction and writes one table
-(:mod:`.compress_sweep`). Output folder::
+(:mod:`.sweep`). Output folder::
 
     compressed/x4/
       compress.json        what this folder was made from (a re-run must match it)
@@ -42,20 +40,18 @@ Bad input → one ``error:`` line, exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pkdn_edge.errors import CLIParser, PKDNError, run_cli, sigterm_as_interrupt
+from pkdn_edge.engines.base import module_available
+from pkdn_edge.errors import PKDNError
 
-from .compress_config import INT8_MODES, RESERVED_TRAIN_KEYS, CompressConfig, check  # noqa: F401 (API)
-from .compress_prune import INHERITED_TRAIN_KEYS, Run, source_train_settings, train_config  # noqa: F401 (API)
-from .compress_report import (LATENCY_BLOCK, SPEEDUP_TARGET, evaluate, measure_latency,  # noqa: F401 (API)
-                              notes, report_markdown, speedups)
+from .config import CompressConfig, check
+from .finetune import Run, source_train_settings, train_config
+from .report import LATENCY_BLOCK, evaluate, measure_latency, notes, report_markdown, speedups
 
 STATE_NAME = "compress.json"
 REPORT_KEYS = ("settings", "models", "quality", "latency", "artifacts", "stages")
@@ -65,7 +61,7 @@ REPORT_KEYS = ("settings", "models", "quality", "latency", "artifacts", "stages"
 
 
 def _eval_faces(folder: Path | None) -> Path:
-    from .data import shared_faces
+    from ..data import shared_faces
 
     faces = Path(folder) if folder else shared_faces("eval")
     if faces is None:
@@ -133,8 +129,8 @@ def complexity(model: Any) -> dict[str, Any]:
 
 def export(target: str, precision: str, weights: Path, out: Path, threads: int, **options: Any) -> Any:
     """One ``pkdn-export`` of ``weights`` (batch 1, no benchmark; quiet unless ``log`` is given)."""
-    from .exporter import run_export
-    from .settings import ExportRequest
+    from ..exporter import run_export
+    from ..settings import ExportRequest
 
     options = {"verify": False, "log": lambda s: None, **options}
     return run_export(ExportRequest(target, precision, weights, out=out, batch=1, threads=threads, benchmark=False,
@@ -155,9 +151,11 @@ def _start(cfg: CompressConfig, log: Callable[[str], None]) -> tuple[Run, Path]:
     if cfg.data:
         base["data"] = cfg.data
     data = base.setdefault("data", "../shared/faces/train")
-    needs_data = cfg.finetune_steps > 0 or cfg.int8 == "qat" or cfg.target_macs is not None or cfg.importance == "taylor"
+    needs_data = (cfg.finetune_steps > 0 or cfg.int8 == "qat" or cfg.target_macs is not None
+                  or cfg.importance == "taylor")
     if needs_data and not Path(data).is_dir():
-        raise PKDNError(f"training faces {data} not found (fine-tuning, QAT and Taylor importance need them); pass --data DIR")
+        raise PKDNError(f"training faces {data} not found (fine-tuning, QAT and Taylor importance need them); "
+                        f"pass --data DIR")
     out = Path(cfg.out)
     _prepare_out(out, {"weights": weights.name, "weights_sha256": _sha256(weights), **cfg.state()})
     if not (out / "source.pt").is_file():
@@ -188,7 +186,7 @@ def _int8(run: Run, tuned: Any, final: Path, artifacts: dict[str, str]) -> Any:
     """Stage 3: the INT8 artifact(s) of ``final``; returns the OpenVINO INT8 engine or None."""
     from pkdn_edge.engines import load_engine
 
-    from .context import QuantizedModel
+    from ..context import QuantizedModel
 
     cfg = run.cfg
     if cfg.int8 == "none":
@@ -200,11 +198,12 @@ def _int8(run: Run, tuned: Any, final: Path, artifacts: dict[str, str]) -> Any:
     if cfg.int8 == "qat":
         from pkdn_edge.models.checkpoint import read_checkpoint
 
-        from .data import calibration_faces, to_lr
-        from .qat import run_qat
+        from ..data import calibration_faces, to_lr
+        from ..int8.qat import run_qat
 
         fs = calibration_faces(calib.folder, calib.size, calib.select_size, synthetic=calib.synthetic)
-        qcfg = train_config(run, run.out / "qat", cfg.qat_steps, cfg.qat_lr, warmup_steps=min(20, max(1, cfg.qat_steps // 10)))
+        qcfg = train_config(run, run.out / "qat", cfg.qat_steps, cfg.qat_lr,
+                            warmup_steps=min(20, max(1, cfg.qat_steps // 10)))
         qcfg.w_feat = qcfg.w_feat_end  # the student is already distilled: the final feature weight throughout
         last = run.out / "finetune" / "last.pt"
         adapters = (read_checkpoint(last).get("adapters") or None) if last.is_file() else None
@@ -232,9 +231,8 @@ def _int8(run: Run, tuned: Any, final: Path, artifacts: dict[str, str]) -> Any:
 def calib_options(cfg: CompressConfig, data: str) -> Any:
     """INT8 calibration of ``cfg``: NNCF settings and faces (--calib, else the training data; None
     = shared/faces/train with pkdn-train's split)."""
-    from .context import CalibOptions
-    from .data import shared_faces
-    from .quantize import Int8Settings
+    from ..data import shared_faces
+    from ..settings import CalibOptions, Int8Settings
 
     folder = Path(cfg.calib) if cfg.calib is not None else Path(data)
     train = shared_faces("train")
@@ -246,9 +244,7 @@ def calib_options(cfg: CompressConfig, data: str) -> Any:
 
 
 def fp32_targets() -> list[str]:
-    import importlib.util
-
-    return ["onnx"] + (["openvino"] if importlib.util.find_spec("openvino") is not None else [])
+    return ["onnx"] + (["openvino"] if module_available("openvino") else [])
 
 
 def _latency(run: Run, int8_engine: Any) -> dict[str, Any]:
@@ -284,17 +280,17 @@ def _latency(run: Run, int8_engine: Any) -> dict[str, Any]:
 
 def run_compress(cfg: CompressConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the report dict (also written as
-    ``report.json``/``report.md`` in ``cfg.out``). With ``cfg.sweep``: :func:`.compress_sweep.run_sweep`."""
+    ``report.json``/``report.md`` in ``cfg.out``). With ``cfg.sweep``: :func:`.sweep.run_sweep`."""
     import torch
 
     if cfg.sweep:
-        from .compress_sweep import run_sweep
+        from .sweep import run_sweep
 
         return run_sweep(cfg, log, run_one=run_compress, export=export, calib=calib_options)
     t_start = time.time()
     run, faces_dir = _start(cfg, log)
     torch.set_num_threads(cfg.threads)
-    from .compress_prune import prune_and_finetune
+    from .finetune import prune_and_finetune
 
     res = prune_and_finetune(run)  # stages 1-2
     final = _save_pruned(run, res)
@@ -332,96 +328,3 @@ def run_compress(cfg: CompressConfig, log: Callable[[str], None] = print) -> dic
     (run.out / "report.md").write_text(report_markdown(report))
     log(f"[6/6] wrote {run.out / 'report.md'} and {run.out / 'report.json'}")
     return report
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .quantize import IGNORE_GROUPS, PRESETS
-
-    p = CLIParser(prog="pkdn-compress", formatter_class=argparse.RawDescriptionHelpFormatter,
-                  description="Compress a PKDN student: structured pruning, distillation fine-tuning, NNCF INT8; "
-                              "writes checkpoints, artifacts and report.md/report.json.",
-                  epilog="examples:\n  pkdn-compress --weights runs/camera_x4_student/best.pt --target-macs 0.72 "
-                         "--finetune-steps 3000 --out compressed/x4\n  pkdn-compress --weights "
-                         "runs/camera_x4_student/best.pt --sweep 0.9 0.8 0.72 0.6 --finetune-steps 500 "
-                         "--out compressed/x4_sweep")
-    p.add_argument("--weights", type=Path, required=True, help="student checkpoint to compress")
-    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint for distillation (same scale)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (re-run the same command to resume)")
-    p.add_argument("--prune", type=float, default=0.5,
-                   help="uniform pruning: fraction of every channel space removed, in [0, 1) (default 0.5)")
-    p.add_argument("--target-macs", type=float, default=None,
-                   help="per-layer pruning to at most this fraction of the source's MACs (overrides --prune)")
-    p.add_argument("--target-speedup", type=float, default=None,
-                   help="with --target-macs: also an estimated OpenVINO INT8 speed-up of at least this (e.g. 1.3)")
-    p.add_argument("--sweep", type=float, nargs="+", default=(), metavar="F",
-                   help="run the recipe for each MAC fraction and write one ratio table (sweep.md)")
-    p.add_argument("--prune-steps", type=int, default=1, help="prune in this many steps, fine-tuning between (default 1)")
-    p.add_argument("--importance", choices=("taylor", "norm"), default="taylor",
-                   help="channel importance: taylor (measured on training batches) or norm (weights only)")
-    p.add_argument("--importance-batches", type=int, default=64, help="training batches for taylor (default 64)")
-    p.add_argument("--multiple", type=int, default=16, help="channel grid of --target-macs widths (default 16)")
-    p.add_argument("--distill-from", choices=("auto", "source", "teacher", "none"), default="auto",
-                   help="distillation source: the unpruned student (source), --teacher, or none; auto: the teacher "
-                        "when given, else the source")
-    p.add_argument("--train-config", type=Path, default=None,
-                   help="the source's training YAML, used when its checkpoint records no training settings")
-    p.add_argument("--finetune-steps", type=int, default=1500, help="distillation fine-tuning steps, all pruning steps "
-                                                                   "together (0: none)")
-    p.add_argument("--finetune-lr", type=float, default=2e-4, help="fine-tuning peak learning rate (cosine decay)")
-    p.add_argument("--int8", choices=INT8_MODES, default="ptq",
-                   help="ptq: NNCF PTQ on OpenVINO; acc: PTQ with accuracy control (--max-drop); qat: PTQ + "
-                        "quantization-aware training with distillation; none: fp32 only (default ptq)")
-    p.add_argument("--qat-steps", type=int, default=300, help="QAT steps (--int8 qat)")
-    p.add_argument("--qat-lr", type=float, default=1e-5, help="QAT peak learning rate")
-    p.add_argument("--faces", type=Path, default=None, help="evaluation faces (default ../shared/faces/eval)")
-    p.add_argument("--data", default=None, help="training faces (default: the student's training data)")
-    p.add_argument("--calib", type=Path, default=None, help="calibration faces (default: --data; never the eval set)")
-    p.add_argument("--calib-size", type=int, default=300, help="calibration faces (default 300)")
-    p.add_argument("--calib-synthetic", action="store_true", help="calibrate on generated faces (CI only)")
-    p.add_argument("--ignore", default="edges",
-                   help=f"ignored-scope groups kept in float, comma-separated, or none: "
-                        f"{', '.join(IGNORE_GROUPS)} (default edges)")
-    p.add_argument("--int8-preset", choices=PRESETS, default="performance", help="NNCF preset")
-    p.add_argument("--max-drop", type=float, default=0.1, help="PSNR drop (dB) allowed by --int8 acc (default 0.1)")
-    p.add_argument("--tensorrt", action="store_true", help="also write a TensorRT-ready Q/DQ ONNX of the INT8 model")
-    p.add_argument("--latency-runs", type=int, default=200, help="timed calls per model (0: skip latency)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="TrainConfig overrides for fine-tuning and QAT, e.g. batch_size=8 cache_dir=.cache/pkdn")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> CompressConfig:
-    from .quantize import parse_ignore
-
-    return CompressConfig(
-        weights=args.weights, out=args.out, teacher=args.teacher, prune=args.prune, target_macs=args.target_macs,
-        target_speedup=args.target_speedup,
-        prune_steps=args.prune_steps, importance=args.importance, importance_batches=args.importance_batches,
-        multiple=args.multiple, distill_from=args.distill_from, train_config=args.train_config,
-        finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, int8=args.int8, qat_steps=args.qat_steps,
-        qat_lr=args.qat_lr, faces=args.faces, data=args.data, calib=args.calib, calib_size=args.calib_size,
-        calib_synthetic=args.calib_synthetic, ignore=parse_ignore(args.ignore), int8_preset=args.int8_preset,
-        max_drop=args.max_drop, tensorrt=args.tensorrt, latency_runs=args.latency_runs, threads=args.threads,
-        sweep=tuple(args.sweep), train_overrides=list(args.set), progress=not args.no_progress)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``pkdn-compress``."""
-
-    def body() -> int:
-        cfg = config_from_args(build_parser().parse_args(argv))
-        sigterm_as_interrupt()
-        report = run_compress(cfg, log=lambda s: print(s, file=sys.stderr))
-        print((Path(cfg.out) / ("sweep.md" if cfg.sweep else "report.md")).read_text())
-        return 0 if report else 1
-
-    return run_cli(body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Lint a Q/DQ ONNX graph against TensorRT's explicit-quantization rules.
+"""Lint a Q/DQ ONNX graph against TensorRT's explicit-quantization rules (every INT8 Q/DQ ONNX export runs it).
 
 TensorRT (8.x–11.x) builds INT8 layers only from Q/DQ graphs of a specific shape; anything else
 either fails to parse, silently runs in float, or (worst) computes something else. Rules checked:
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .qdq import Graph, attr, qparams
+from .qdq_graph import Graph, attr, qparams
 
 CONV_OPS = {"Conv": 0, "ConvTranspose": 1}
 
@@ -83,7 +83,8 @@ def lint(model: onnx.ModelProto) -> list[Violation]:
     for n in g.g.node:
         name = _name(n)
         if n.op_type == "FakeQuantize" or (n.domain and "quant" in n.op_type.lower()):
-            out.append(Violation("custom-op", name, f"{n.domain or 'ai.onnx'}::{n.op_type} is not an ONNX op TensorRT parses"))
+            out.append(Violation("custom-op", name,
+                                 f"{n.domain or 'ai.onnx'}::{n.op_type} is not an ONNX op TensorRT parses"))
         if n.op_type == "QuantizeLinear":
             _check_params(g, n, out)
             if g.is_const(n.input[0]):
@@ -103,7 +104,8 @@ def lint(model: onnx.ModelProto) -> list[Violation]:
             for c in cons:
                 if c.op_type == "DequantizeLinear":
                     s_d, z_d, _ = qparams(g, c)
-                    same_s = s_q is not None and s_d is not None and s_q.shape == s_d.shape and np.allclose(s_q, s_d, rtol=1e-6)
+                    same_s = (s_q is not None and s_d is not None and s_q.shape == s_d.shape
+                              and np.allclose(s_q, s_d, rtol=1e-6))
                     same_z = (z_q is None and z_d is None) or (z_q is not None and z_d is not None
                                                                and np.array_equal(z_q, z_d))
                     if not (same_s and same_z):

@@ -15,11 +15,11 @@ for these three models (``DnnSuperResImpl::upsample`` of OpenCV 4.x):
 The graphs contain a ``DepthToSpace`` op that dnn_superres implements as a custom layer (the
 stock OpenCV layer needs a ``blocksize`` parameter the TensorFlow importer does not pass), so
 :func:`register_depth_to_space` registers an equivalent Python layer (``cv2.dnn_registerLayer``,
-process-wide; TensorFlow's DCR channel order). Its per-call Python overhead is a few µs.
+process-wide; TensorFlow's DCR channel order).
 
-Checked on the 81 eval faces (LR = PIL bicubic ↓s, Y-PSNR, no crop): FSRCNN ×4 −0.09 dB, ESPCN ×4
-−0.15 dB, LapSRN ×4 +0.08 dB and LapSRN ×8 −0.14 dB vs bicubic, the numbers measured with the
-real ``cv2.dnn_superres`` in ``shared/design/PKDN.md`` §4.
+Checked on the eval faces against the numbers measured with the real ``cv2.dnn_superres`` in
+``shared/design/PKDN.md`` §4 (the check's numbers: docs/results.md, "Numbers moved out of
+docstrings (issue 32)").
 
 **Bicubic** (:class:`PILBicubic`): PIL bicubic ↑s, the baseline of the evaluation protocol.
 """

@@ -219,7 +219,7 @@ def markdown(rep: dict[str, Any]) -> str:
               "protocol (8-px crop). Bicubic = PIL bicubic ↑s.",
               "* **Peers**: OpenCV dnn_superres FSRCNN/ESPCN/LapSRN graphs run with `cv2.dnn` and the "
               "dnn_superres processing (Y channel through the network, Cr/Cb bilinear); see "
-              "`pkdn_edge/bench/peers.py`.",
+              "`export/bench/peers.py`.",
               f"* Threads: {m['threads']} for every runtime (ONNX Runtime intra-op, OpenVINO "
               "`INFERENCE_NUM_THREADS`, `torch.set_num_threads`, `cv2.setNumThreads`).", ""]
     for s in sorted({r["scale"] for r in cpu}):

@@ -1,8 +1,8 @@
 """``--target onnx``: ``model.onnx`` in fp32, fp16 or int8, run by ONNX Runtime.
 
-The ONNX helpers (``export_onnx``, ``to_fp16``, ``resize_to_matmul`` ...) live in :mod:`.onnx_io`
-and are re-exported here for older imports; the INT8 Q/DQ graph comes from :mod:`.qdq_onnx`, the
-same builder the ``tensorrt`` target uses.
+The ONNX helpers (``export_onnx``, ``to_fp16``, ``resize_to_matmul`` ...) live in
+:mod:`..onnx_io`; the INT8 Q/DQ graph comes from :func:`..int8.strategy.qdq_onnx` (the same call
+the ``tensorrt`` target makes).
 """
 
 from __future__ import annotations
@@ -11,23 +11,21 @@ from typing import Any
 
 import onnx
 
-from .context import ExportContext, TargetResult
-from .onnx_io import (DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, bicubic_matrix, check_onnx,  # noqa: F401
-                      export_onnx, matmul_skip_path, quiet_export, resize_to_matmul, set_metadata,
-                      store_exact_fp16, to_fp16)
-from .qdq_onnx import export_qdq_onnx
+from ..context import ExportContext, TargetResult
+from ..int8.strategy import qdq_onnx
+from ..onnx_io import check_onnx, export_onnx, matmul_skip_path, store_exact_fp16, to_fp16
 
 
 def export(ctx: ExportContext) -> TargetResult:
     """``model.onnx`` in fp32, fp16 (fp16 weights/compute, float32 I/O) or int8 (symmetric INT8
     Q/DQ, the same graph the TensorRT target ships; runs in ONNX Runtime). The fp32 model stores
-    weights that are exact in fp16 as fp16 (:func:`.onnx_io.store_exact_fp16`: fp32 compute,
+    weights that are exact in fp16 as fp16 (:func:`..onnx_io.store_exact_fp16`: fp32 compute,
     identical numbers, half the file for the shipped fp16 checkpoints). fp32/fp16 compute the
-    bicubic skip path with two MatMuls (:func:`.onnx_io.resize_to_matmul`)."""
+    bicubic skip path with two MatMuls (:func:`..onnx_io.resize_to_matmul`)."""
     dst = ctx.workdir / "model.onnx"
     extras: dict[str, Any] = {"opset": ctx.opset}
     if ctx.precision == "int8":
-        extras.update(export_qdq_onnx(ctx, dst))
+        extras.update(qdq_onnx(ctx, dst))
         return TargetResult("model.onnx", "onnxruntime", extras)
     tmp = export_onnx(ctx.model, ctx.scratch / "fp32.onnx", ctx.lr_size, ctx.batch, ctx.opset, ctx.onnx_metadata())
     matmul_skip_path(tmp, ctx.lr_size, ctx.scale, extras)

@@ -1,5 +1,5 @@
 """TensorRT engine builders of ``pkdn-export --target tensorrt --builder ...`` (see
-:data:`.settings.BUILDERS`): which one runs here, and building + registering the engine.
+:data:`..settings.BUILDERS`): which one runs here, and building + registering the engine.
 
 ==============  ===================================================================================
 builder         what it does (engine: ``model_trt<major>.plan`` in the artifact, registered)
@@ -18,12 +18,12 @@ trtexec         the BUILD.md ``trtexec`` command of the installed TensorRT gener
 ONNX + BUILD.md, as before). Every engine is registered with the TensorRT version, the GPU's compute
 capability and the builder (``manifest.extras.engine``), then verified with the ``tensorrt`` backend.
 Nothing here has run on a GPU in this repository's CI: the plumbing is tested with fake modules
-(tests/test_export.py); ``benchmarks/gpu_check.sh`` is the check on a real GPU.
+(tests/test_export_trt.py); ``benchmarks/gpu_check.sh`` is the check on a real GPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 import re
 import shutil
@@ -31,19 +31,13 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+from pkdn_edge.engines.base import module_available
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import Manifest, read_manifest
 
 ORDER = ("torch-tensorrt", "tensorrt", "trtexec")
 DEVICE = "cuda"  # where torch-tensorrt traces the student (tests with fake modules set "cpu")
 TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec",)  # JetPack puts it here, not on PATH
-
-
-def _has(mod: str) -> bool:
-    try:
-        return importlib.util.find_spec(mod) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _cuda_visible() -> bool:
@@ -71,11 +65,11 @@ def trtexec_path() -> str | None:
 def why_unavailable(builder: str) -> str | None:
     """Why ``builder`` cannot build an engine here (None: it can)."""
     if builder == "torch-tensorrt":
-        if not _has("torch_tensorrt"):
+        if not module_available("torch_tensorrt"):
             return "torch-tensorrt is not installed (pip install torch-tensorrt, matching your CUDA torch)"
         return None if _cuda_visible() else "no CUDA GPU is visible"
     if builder == "tensorrt":
-        if not _has("tensorrt"):
+        if not module_available("tensorrt"):
             return "TensorRT is not installed here"
         return None if _cuda_visible() else "no CUDA GPU is visible"
     if builder == "trtexec":
@@ -108,7 +102,7 @@ def choose(requested: str) -> tuple[str | None, str]:
 
 
 def _trt_major_here() -> int:
-    if _has("tensorrt"):
+    if module_available("tensorrt"):
         from pkdn_edge.engines.trt_common import trt_major
 
         return trt_major(importlib.import_module("tensorrt"))

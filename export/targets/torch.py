@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pkdn_edge.models.checkpoint import export_weights
 
-from .context import ExportContext, TargetResult
+from ..context import ExportContext, TargetResult
 
 
 def export(ctx: ExportContext) -> TargetResult:

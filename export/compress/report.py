@@ -21,7 +21,7 @@ SPEEDUP_TARGET = 1.6  # ONNX Runtime fp32 at 50 % pruning (the first compression
 def _engine_sr(engine: Any, lr: Any) -> Any:
     import numpy as np
 
-    from .verify import to_uint8
+    from ..verify import to_uint8
 
     x = lr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     return to_uint8(engine.run_tensor(np.ascontiguousarray(x)))
@@ -34,7 +34,6 @@ def evaluate(models: dict[str, Any], hr: Any, scale: int, threads: int,
     per protocol, the bicubic baseline first; deltas are against the first model of the protocol."""
     import numpy as np
     import torch
-
     from pkdn_edge.train.camera import protocol_lr
     from pkdn_edge.train.degradations import bicubic_up
     from pkdn_edge.train.evaluate import mean_metrics, super_resolve
@@ -43,7 +42,8 @@ def evaluate(models: dict[str, Any], hr: Any, scale: int, threads: int,
     rows: list[dict[str, Any]] = []
     for protocol in protocols:
         lr = protocol_lr(hr, scale, protocol)
-        block = [{"protocol": protocol, "model": "bicubic", **mean_metrics(np.stack([bicubic_up(x, scale) for x in lr]), hr)}]
+        bicubic = mean_metrics(np.stack([bicubic_up(x, scale) for x in lr]), hr)
+        block = [{"protocol": protocol, "model": "bicubic", **bicubic}]
         for name, m in models.items():
             sr = super_resolve(m, hr, scale, lr_faces=lr) if isinstance(m, torch.nn.Module) else _engine_sr(m, lr)
             block.append({"protocol": protocol, "model": name, **mean_metrics(sr, hr)})
@@ -105,7 +105,8 @@ def notes(cfg: Any, rows: list[dict[str, Any]], latency: dict[str, Any]) -> list
         fp = by.get("pruned + fine-tuned (fp32)") or by.get("pruned, before fine-tuning (fp32)")
         if q and fp and fp["psnr_ctcnet"] - q["psnr_ctcnet"] > cfg.max_drop:
             drop = fp["psnr_ctcnet"] - q["psnr_ctcnet"]
-            hint = "try --int8 qat or --int8 acc" if cfg.int8 == "ptq" else "try more --qat-steps or --ignore edges,shuffle"
+            hint = ("try --int8 qat or --int8 acc" if cfg.int8 == "ptq"
+                    else "try more --qat-steps or --ignore edges,shuffle")
             out.append(f"INT8 loses {drop:.3f} dB ({protocol} protocol) against the fp32 pruned model "
                        f"(> {cfg.max_drop} dB): {hint}")
     s = latency.get("speedup_onnxruntime_fp32")
@@ -120,7 +121,8 @@ def notes(cfg: Any, rows: list[dict[str, Any]], latency: dict[str, Any]) -> list
 def _quality_lines(r: dict[str, Any]) -> list[str]:
     lines = [f"## Quality ({r['source']['num_eval_faces']} faces from `{r['source']['eval_faces']}`, Y channel; "
              "protocols: `bicubic` = LR by PIL bicubic ↓s (paper), `camera` = the frozen camera protocol)", "",
-             "| protocol | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) | Δ PSNR vs original |",
+             "| protocol | model | PSNR (CTCNet) | SSIM (CTCNet) | PSNR (DIC, crop 8) | SSIM (DIC) "
+             "| Δ PSNR vs original |",
              "|---|---|---|---|---|---|---|"]
     for row in r["quality"]["rows"]:
         lines.append(f"| {row.get('protocol', 'bicubic')} | {row['model']} | {row['psnr_ctcnet']:.3f} | "
@@ -150,7 +152,8 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines = [f"# pkdn-compress: {Path(r['source']['weights']).name} (x{r['source']['scale']})", "",
              f"Pruning {r['source'].get('label', s['prune'])}; fine-tuning {s['finetune_steps']} steps distilled from "
              f"{src}; INT8: {s['int8']}. Training settings from {r['source'].get('train_settings', '?')}.", "",
-             "## Size", "", "| model | params (M) | MMACs / face | widths | refine | mid_ratio |", "|---|---|---|---|---|---|"]
+             "## Size", "", "| model | params (M) | MMACs / face | widths | refine | mid_ratio |",
+             "|---|---|---|---|---|---|"]
     for name, c in m.items():
         lines.append(f"| {name} | {c['params'] / 1e6:.3f} | {c['macs'] / 1e6:.1f} | {c['widths']} | "
                      f"{c.get('refine_width', '')} | {c.get('mid_ratio', '')} |")

@@ -3,7 +3,7 @@
 NNCF 3.x's ``nncf.quantize`` on a PyTorch model returns the *same* model with fake-quantize hooks
 (learnable scales, straight-through rounding), so training that model is QAT. Here:
 
-1. **start**: PTQ exactly as the export does (:func:`.quantize.quantize_torch`: same calibration
+1. **start**: PTQ exactly as the export does (:func:`.ptq.quantize_torch`: same calibration
    faces, preset and ignored scopes);
 2. **train**: :class:`QATTrainer` is the ordinary :class:`~pkdn_edge.train.loop.Trainer` (seeded
    batches, ``w_pixel·L1 + w_feat·feature distillation + w_out·output distillation`` against the
@@ -16,7 +16,7 @@ NNCF 3.x's ``nncf.quantize`` on a PyTorch model returns the *same* model with fa
 
 A resumed run rebuilds the PTQ model (deterministic for the same faces) and loads the checkpoint's
 state, quantizer scales included. The result exports like any NNCF model
-(:class:`~.context.QuantizedModel` → OpenVINO IR or TensorRT Q/DQ ONNX).
+(:class:`~..context.QuantizedModel` → OpenVINO IR or TensorRT Q/DQ ONNX).
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from pkdn_edge.train.config import TrainConfig
+from pkdn_edge.train.loop import Trainer
 from torch import nn
 
 from pkdn_edge.models import PKDN
 from pkdn_edge.models.checkpoint import read_checkpoint, save_atomic
-from pkdn_edge.train.config import TrainConfig
-from pkdn_edge.train.loop import Trainer
 
-from .quantize import Int8Settings, quantize_torch
+from ..settings import Int8Settings
+from .ptq import quantize_torch
 
 BEST_NAME = "best_qat.pt"
 
