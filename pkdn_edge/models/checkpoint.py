@@ -17,6 +17,7 @@ from pkdn_edge.atomic import atomic_write_bytes
 from pkdn_edge.errors import PKDNError
 
 from .pkdn import PKDN, PKDNConfig
+from .reparam import reparameterize
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
@@ -63,10 +64,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path) -> tuple[PKDN, dict]:
+def load_model(path: str | Path, merge: bool = True) -> tuple[PKDN, dict]:
     """Build the network described by a checkpoint and load its weights (fp32, eval mode).
 
     Returns ``(model, meta)``; ``meta`` is the checkpoint's free-form metadata (model card numbers).
+    A ``block="rep"`` checkpoint (re-parameterized training form) comes back merged into its plain
+    network (:func:`~pkdn_edge.models.reparam.reparameterize`: same function, plain MACs), which is
+    what inference, evaluation and export want; ``merge=False`` keeps the training form.
     """
     ckpt = read_checkpoint(path)
     try:
@@ -79,6 +83,8 @@ def load_model(path: str | Path) -> tuple[PKDN, dict]:
     for name, v in state.items():
         if not torch.isfinite(v).all():
             raise PKDNError(f"checkpoint {path} holds NaN/Inf weights in {name}")
+    if merge:
+        model = reparameterize(model)
     model.eval()
     return model, dict(ckpt.get("meta", {}))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .repconv import RepConv3x3
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -16,7 +18,10 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of all ``nn.Conv2d``/``nn.Linear`` layers for one forward on ``inputs``."""
+    """Multiply-accumulates of all ``nn.Conv2d``/``nn.Linear`` layers for one forward on ``inputs``.
+
+    A :class:`~pkdn_edge.models.repconv.RepConv3x3` counts as the one 3×3 conv its forward runs (the
+    weight-sized merge of its branches, once per forward whatever the batch, is not counted)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, _inp, out: torch.Tensor) -> None:
@@ -28,9 +33,15 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
         nonlocal total
         total += out.numel() * m.in_features
 
+    def rep_hook(m: RepConv3x3, _inp, out: torch.Tensor) -> None:
+        nonlocal total  # forward runs one 3×3 conv with the merged kernel (its branch modules do not run)
+        total += out.numel() * 9 * m.cin
+
     handles = []
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, RepConv3x3):
+            handles.append(m.register_forward_hook(rep_hook))
+        elif isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))

@@ -30,13 +30,17 @@ Inputs are RGB in [0, 1], NCHW float32; outputs are RGB, unclamped (clamp to [0,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .repconv import RepConv3x3
+
 Role = Literal["teacher", "student"]
+BLOCKS = ("plain", "rep")
+ConvFactory = Callable[[int, int], nn.Module]  # (cin, cout) -> a 3×3 conv, stride 1, padding 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ class PKDNConfig:
         reduction: channel-attention reduction ratio.
         mid_ratio: inner width of every residual block as a fraction of its stage width
             (1.0 = square blocks; structured pruning lowers it).
+        block: form of the image path's 3×3 convs (stem, residual blocks, fusion guide and spatial
+            gate, upsampler refinements, to-RGB): ``"plain"`` (one conv) or ``"rep"`` (the training
+            form of :class:`~pkdn_edge.models.repconv.RepConv3x3`, parallel linear branches that
+            :func:`~pkdn_edge.models.reparam.reparameterize` merges into the plain network). The
+            prior encoder of a teacher stays plain.
     """
 
     scale: int = 4
@@ -65,12 +74,15 @@ class PKDNConfig:
     prior_width: int = 16
     reduction: int = 4
     mid_ratio: float = 1.0
+    block: str = "plain"
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8, got {self.scale}")
         if len(self.widths) < 1 or min(self.widths) < 1:
             raise ValueError(f"widths must be a non-empty tuple of positive ints, got {self.widths}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {list(BLOCKS)}, got {self.block!r}")
 
     @property
     def role(self) -> Role:
@@ -80,9 +92,17 @@ class PKDNConfig:
         """Inner width of a residual block in a stage of ``width`` channels."""
         return max(1, round(width * self.mid_ratio))
 
+    def conv3x3_factory(self) -> ConvFactory:
+        """The factory of the image path's 3×3 convs, ``(cin, cout) -> module``, for :attr:`block`."""
+        return RepConv3x3 if self.block == "rep" else conv3x3
+
     def to_dict(self) -> dict:
+        """Plain-JSON dict; ``block`` is left out when ``"plain"``, so plain checkpoints keep the config
+        dict they had before the setting existed (and older code can still read them)."""
         d = asdict(self)
         d["widths"] = list(self.widths)
+        if d["block"] == "plain":
+            del d["block"]
         return d
 
     @classmethod
@@ -104,14 +124,16 @@ class ResBlock(nn.Module):
     """conv3×3 → ReLU → conv3×3 + identity. (B,C,h,w) → (B,C,h,w).
 
     ``mid`` is the inner width: structured pruning shrinks it without touching the block's interface.
+    ``conv`` builds each 3×3 conv from ``(cin, cout)`` (:meth:`PKDNConfig.conv3x3_factory`).
     """
 
-    def __init__(self, channels: int, mid: int | None = None) -> None:
+    def __init__(self, channels: int, mid: int | None = None, conv: ConvFactory | None = None) -> None:
         super().__init__()
         mid = mid or channels
-        self.conv1 = conv3x3(channels, mid)
+        conv = conv or conv3x3
+        self.conv1 = conv(channels, mid)
         self.act = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(mid, channels)
+        self.conv2 = conv(mid, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.conv1(x)))
@@ -139,17 +161,18 @@ class ParsingFusionBlock(nn.Module):
     ``h`` is projected and added to ``x``. With ``prior_channels=0`` (student) the guide sees ``x``
     only, so the block is the same shape with self-attention instead of prior attention.
 
-    Shapes: x (B,C,h,w), prior (B,P,h,w) or None → (B,C,h,w).
+    Shapes: x (B,C,h,w), prior (B,P,h,w) or None → (B,C,h,w). ``conv`` builds the two 3×3 convs.
     """
 
-    def __init__(self, channels: int, prior_channels: int, reduction: int) -> None:
+    def __init__(self, channels: int, prior_channels: int, reduction: int, conv: ConvFactory | None = None) -> None:
         super().__init__()
+        conv = conv or conv3x3
         self.prior_channels = prior_channels
-        self.guide = conv3x3(channels + prior_channels, channels)
+        self.guide = conv(channels + prior_channels, channels)
         self.act = nn.ReLU(inplace=True)
         self.affine = conv1x1(channels, 2 * channels)
         self.channel_gate = ChannelAttention(channels, reduction)
-        self.spatial_gate = conv3x3(channels, 1)
+        self.spatial_gate = conv(channels, 1)
         self.proj = conv1x1(channels, channels)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -248,18 +271,19 @@ class Upsampler(nn.Module):
     ``log2(s)`` steps of [conv1×1 + pixel-shuffle ×2, conv3×3, ReLU]; step ``k`` has
     ``max(R / 2**k, 8)`` channels, so the cost per step stays flat while the grid grows; a final
     conv3×3 maps to RGB on the HR grid. (B,C,h,w) → first-step feature (B,R,2h,2w) (distilled),
-    residual (B,3,sh,sw).
+    residual (B,3,sh,sw). ``conv`` builds the 3×3 convs.
     """
 
-    def __init__(self, cin: int, width: int, scale: int) -> None:
+    def __init__(self, cin: int, width: int, scale: int, conv: ConvFactory | None = None) -> None:
         super().__init__()
+        conv = conv or conv3x3
         steps = scale.bit_length() - 1
         self.widths = [max(width >> k, 8) for k in range(steps)]
         chans = [cin] + self.widths
         self.ups = nn.ModuleList(Upsample(chans[k], chans[k + 1]) for k in range(steps))
-        self.refines = nn.ModuleList(conv3x3(c, c) for c in self.widths)
+        self.refines = nn.ModuleList(conv(c, c) for c in self.widths)
         self.act = nn.ReLU(inplace=True)
-        self.to_rgb = conv3x3(self.widths[-1], 3)
+        self.to_rgb = conv(self.widths[-1], 3)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first = None
@@ -283,26 +307,27 @@ class PKDN(nn.Module):
         self.cfg = cfg
         w = cfg.widths
         n = len(w)
-        self.stem = conv3x3(3, w[0])
+        conv = cfg.conv3x3_factory()
+        self.stem = conv(3, w[0])
         self.downs = nn.ModuleList(Downsample(w[i - 1], w[i]) for i in range(1, n))
         self.enc_blocks = nn.ModuleList(
-            nn.Sequential(*(ResBlock(w[i], cfg.mid(w[i])) for _ in range(cfg.depth))) for i in range(n)
+            nn.Sequential(*(ResBlock(w[i], cfg.mid(w[i]), conv) for _ in range(cfg.depth))) for i in range(n)
         )
         self.fusions = nn.ModuleList(
-            ParsingFusionBlock(w[i], cfg.prior_width if cfg.prior_channels else 0, cfg.reduction)
+            ParsingFusionBlock(w[i], cfg.prior_width if cfg.prior_channels else 0, cfg.reduction, conv)
             for i in range(n)
         )
         self.prior_encoder = (
             PriorEncoder(cfg.prior_channels, cfg.prior_width, cfg.scale, n) if cfg.prior_channels else None
         )
-        self.bottleneck = nn.Sequential(*(ResBlock(w[-1], cfg.mid(w[-1])) for _ in range(cfg.bottleneck_depth)))
+        self.bottleneck = nn.Sequential(*(ResBlock(w[-1], cfg.mid(w[-1]), conv) for _ in range(cfg.bottleneck_depth)))
         # decoder stage i (i = n-2 .. 0) goes from width w[i+1] at grid i+1 to w[i] at grid i
         self.ups = nn.ModuleList(Upsample(w[i + 1], w[i]) for i in range(n - 1))
         self.ffbs = nn.ModuleList(FeatureFusionBlock(w, w[i]) for i in range(n - 1))
         self.dec_blocks = nn.ModuleList(
-            nn.Sequential(*(ResBlock(w[i], cfg.mid(w[i])) for _ in range(cfg.depth))) for i in range(n - 1)
+            nn.Sequential(*(ResBlock(w[i], cfg.mid(w[i]), conv) for _ in range(cfg.depth))) for i in range(n - 1)
         )
-        self.upsampler = Upsampler(w[0], cfg.refine_width, cfg.scale)
+        self.upsampler = Upsampler(w[0], cfg.refine_width, cfg.scale, conv)
 
     @property
     def feature_channels(self) -> list[int]:
