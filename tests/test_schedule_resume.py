@@ -117,3 +117,18 @@ def test_stopped_and_killed_runs_resume_bit_exactly_with_the_same_schedule(tmp_p
 
     for run in ("straight", "stopped", "killed"):  # every run folder is outside the checkout
         assert not (tmp_path / run).resolve().is_relative_to(REPO)
+
+
+def test_a_rep_fine_tune_of_a_plain_checkpoint_starts_at_the_plain_model(tmp_path, faces):
+    """``model: {block: rep}`` with a plain ``init`` checkpoint: the Trainer splits it into branches
+    (:func:`pkdn_edge.models.from_plain`), so step 0 computes exactly what the plain checkpoint does."""
+    plain_run = Trainer(_cfg(tmp_path, "plain", "plain"))
+    plain_run.run(stop_at=2, progress=False)
+    plain, _ = load_model(tmp_path / "plain" / "last.pt")
+    cfg = _cfg(tmp_path, "rep_ft", "rep")
+    cfg.init = str(tmp_path / "plain" / "last.pt")
+    rep = Trainer(cfg).model
+    assert rep.cfg.block == "rep" and plain.cfg.block == "plain"
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(rep.eval()(x), plain.eval()(x), atol=1e-5, rtol=0)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from pkdn_edge.atomic import atomic_write_bytes
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.metrics import psnr
-from pkdn_edge.models import PKDN, PKDNConfig, create_model
+from pkdn_edge.models import PKDN, PKDNConfig, create_model, from_plain
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint, save_atomic
 
 from .camera import protocol_lr
@@ -243,6 +243,8 @@ class Trainer:
                 init_meta = {}
             if self.model.cfg.scale != cfg.scale or self.model.cfg.role != cfg.role:
                 raise PKDNError(f"init checkpoint {cfg.init} is a ×{self.model.cfg.scale} {self.model.cfg.role}")
+            if cfg.model.get("block") == "rep" and self.model.cfg.block == "plain":
+                self.model = from_plain(self.model)  # a rep fine-tune of a plain checkpoint: same output at step 0
             self.model.to(self.device).train()
         else:
             overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()}
