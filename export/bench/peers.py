@@ -32,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.errors import PKDNError
-from pkdn_edge.pipeline import BicubicEngine
 
 
 @dataclass(frozen=True)
