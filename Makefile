@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/python -m pkdn_edge.webcam
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # `make bench`: pkdn-bench report (Markdown + JSON + plots) into $(BENCH_OUT), then the pytest-benchmark

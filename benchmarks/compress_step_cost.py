@@ -18,10 +18,9 @@ from pathlib import Path
 
 from pkdn_edge.export.compress.prune import apply_pruning, channel_importance, plan_for_config
 from pkdn_edge.export.compress.prune_search import search_config
+from pkdn_edge.models.checkpoint import export_weights, load_model
 from pkdn_edge.train.config import load_config
 from pkdn_edge.train.loop import Trainer
-
-from pkdn_edge.models.checkpoint import export_weights, load_model
 
 KEYS = ("data", "degradation", "camera", "select_on", "augment", "precision", "batch_size", "channels_last")
 

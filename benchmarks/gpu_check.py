@@ -65,9 +65,8 @@ def _version(mod: str) -> str | None:
 
 def machine() -> dict[str, Any]:
     """GPU, driver, compute capability, TensorRT/torch-tensorrt/torch versions, trtexec."""
-    from pkdn_edge.export.targets.tensorrt_builders import trtexec_path, trtexec_version, why_unavailable
-
     from pkdn_edge.engines.trt_common import compute_capability
+    from pkdn_edge.export.targets.tensorrt_builders import trtexec_path, trtexec_version, why_unavailable
 
     info: dict[str, Any] = {"compute_capability": compute_capability()}
     try:
@@ -115,9 +114,8 @@ def export_base(scale: int, precision: str, art: Path, faces: Path | None, calib
 
 def references(folder: Path, hr: np.ndarray) -> dict[str, np.ndarray]:
     """ONNX Runtime (CPU) outputs of every ONNX in the artifact on the faces' LR inputs."""
-    from pkdn_edge.export.data import to_lr
-
     from pkdn_edge.engines import load_engine
+    from pkdn_edge.export.data import to_lr
     from pkdn_edge.manifest import read_manifest
 
     m = read_manifest(folder)
@@ -170,12 +168,11 @@ def trtexec_timing(folder: Path, engine_file: str) -> dict[str, Any]:
 def check_builder(base: Path, builder: str, variants: Path, model: Any, hr: np.ndarray, refs: dict[str, np.ndarray],
                   faces: str) -> dict[str, Any]:
     """Rebuild ``base``'s engine with ``builder`` in a copy; parity vs ONNX Runtime; timings."""
+    from pkdn_edge.engines import load_engine
+    from pkdn_edge.engines.tensorrt import onnx_for_generation, trt_major
     from pkdn_edge.export.data import to_lr
     from pkdn_edge.export.targets.tensorrt_builders import build_and_register
     from pkdn_edge.export.verify import compare_outputs
-
-    from pkdn_edge.engines import load_engine
-    from pkdn_edge.engines.tensorrt import onnx_for_generation, trt_major
     from pkdn_edge.manifest import read_manifest
 
     folder = variants / builder / base.name
@@ -303,7 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     t0, budget = time.perf_counter(), Budget(args.budget_s)
     from pkdn_edge.export.data import shared_faces, verification_faces
     from pkdn_edge.export.targets.tensorrt_builders import why_unavailable
-
     from pkdn_edge.models.checkpoint import load_model
     from pkdn_edge.pretrained import pretrained_path
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+from pkdn_edge.models.checkpoint import load_model
 from pkdn_edge.train.data import FaceData, to_tensor, to_uint8
 from pkdn_edge.train.degradations import bicubic_up
 from pkdn_edge.train.evaluate import make_grid
-
-from pkdn_edge.models.checkpoint import load_model
 
 SHARED_LQ = Path(__file__).resolve().parent.parent.parent / "shared" / "faces" / "lq_real"
 

@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+
 from pkdn_edge.export.bench.configs import deploy_choice
 
 

@@ -344,7 +344,8 @@ def verify_files(m: Manifest) -> None:
     for name, digest in m.files.items():
         f = m.path(name)
         if not f.is_file():
-            raise PKDNError(f"artifact file {f} listed in {MANIFEST_NAME} is missing; re-export or copy the whole folder")
+            raise PKDNError(f"artifact file {f} listed in {MANIFEST_NAME} is missing; "
+                            "re-export or copy the whole folder")
         got = sha256_file(f)
         if got != digest:
             raise PKDNError(f"artifact file {f} does not match its sha256 in {MANIFEST_NAME} "

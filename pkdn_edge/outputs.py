@@ -141,7 +141,8 @@ def check_not_inputs(outputs: Outputs, ins: Inputs) -> None:
                             f"there would replace or mix with it; choose another --output folder")
     if out is not None and stats is not None and is_video(out):
         try:
-            same = out.resolve() == stats.resolve() or (out.exists() and stats.exists() and os.path.samefile(out, stats))
+            same = out.resolve() == stats.resolve() or (
+                out.exists() and stats.exists() and os.path.samefile(out, stats))
         except (OSError, RuntimeError):
             same = False
         if same:

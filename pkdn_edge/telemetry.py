@@ -21,7 +21,8 @@ from typing import Any
 
 __all__ = ["disable", "import_openvino"]
 
-_BACKENDS = (("openvino_telemetry.backend.backend_ga4", "GA4Backend"), ("openvino_telemetry.backend.backend_ga", "GABackend"))
+_BACKENDS = (("openvino_telemetry.backend.backend_ga4", "GA4Backend"),
+             ("openvino_telemetry.backend.backend_ga", "GABackend"))
 
 
 def _no_send(self: Any, message: Any) -> None:  # noqa: ARG001 - the replaced method's signature

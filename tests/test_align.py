@@ -12,9 +12,21 @@ import numpy as np
 import pytest
 
 from pkdn_edge.errors import PKDNError
-from pkdn_edge.face.align import (TEMPLATE_128, align_faces, estimate_similarity, feather_mask, inverse_matrix,
-                                  matrix_scale, paste_back, paste_faces, rescale_matrix, template,
-                                  transform_points, umeyama_similarity, warp_face)
+from pkdn_edge.face.align import (
+    TEMPLATE_128,
+    align_faces,
+    estimate_similarity,
+    feather_mask,
+    inverse_matrix,
+    matrix_scale,
+    paste_back,
+    paste_faces,
+    rescale_matrix,
+    template,
+    transform_points,
+    umeyama_similarity,
+    warp_face,
+)
 
 
 def _similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:

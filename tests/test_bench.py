@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from pkdn_edge.export.bench.cli import main as bench_main
 from pkdn_edge.export.bench.configs import bicubic_configs, select
 from pkdn_edge.export.bench.peers import (
@@ -28,7 +29,6 @@ from pkdn_edge.export.bench.report import compute_targets, pareto_front
 from pkdn_edge.export.bench.timing import PeakRSS, latency_stats, time_calls
 from pkdn_edge.export.bench.worker import measure_isolated
 from pkdn_edge.export.data import synthetic_faces
-
 from pkdn_edge.metrics import psnr
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights
@@ -271,7 +271,6 @@ def test_gpu_configurations_and_report_sections_render_from_fabricated_results(t
 def test_artifacts_are_reused_while_the_weights_are_unchanged(report, setup):
     from pkdn_edge.export.bench.configs import artifact_matches, ensure_artifact
     from pkdn_edge.export.context import CalibOptions
-
     from pkdn_edge.manifest import read_manifest, sha256_file
 
     folder = setup / "art" / "onnx_fp32_x4"

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
+from pkdn_edge.engines import load_engine
 from pkdn_edge.export.compress.cli import main as compress_main
 from pkdn_edge.export.compress.prune import prune_student
 from pkdn_edge.export.compress.run import REPORT_KEYS
 from pkdn_edge.export.data import synthetic_faces, to_lr
-
-from pkdn_edge.engines import load_engine
 from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model, read_checkpoint

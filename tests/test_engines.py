@@ -138,7 +138,8 @@ def test_missing_backend_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text("{}")
     monkeypatch.setattr(base, "read_manifest", lambda p: _manifest_at(tmp_path))
     real = base.importlib.util.find_spec
-    monkeypatch.setattr(base.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    monkeypatch.setattr(base.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "openvino" else real(name, *a))
     with pytest.raises(MissingDependencyError, match=r"pip install 'pkdn-edge\[openvino\]'"):
         load_engine(tmp_path, backend="openvino")
 
@@ -156,7 +157,8 @@ def test_tensorrt_absent_names_jetpack(tmp_path, monkeypatch):
     m.target = "tensorrt"
     monkeypatch.setattr(base, "read_manifest", lambda p: m)
     real = base.importlib.util.find_spec
-    monkeypatch.setattr(base.importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a))
+    monkeypatch.setattr(base.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorrt" else real(name, *a))
     with pytest.raises(MissingDependencyError, match="JetPack"):
         load_engine(tmp_path)
 

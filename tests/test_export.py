@@ -16,6 +16,9 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+
+from pkdn_edge.engines import load_engine
+from pkdn_edge.errors import PKDNError
 from pkdn_edge.export.cli import main as cli_main
 from pkdn_edge.export.context import CalibOptions, pad_hr
 from pkdn_edge.export.data import synthetic_faces, to_lr
@@ -25,9 +28,6 @@ from pkdn_edge.export.int8.qdq_graph import make_tensorrt_qdq
 from pkdn_edge.export.int8.tensorrt_lint import lint, lint_file
 from pkdn_edge.export.settings import Int8Settings
 from pkdn_edge.export.verify import torch_outputs, verify_engine
-
-from pkdn_edge.engines import load_engine
-from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model
@@ -106,6 +106,7 @@ def test_weights_exact_in_fp16_are_stored_as_fp16_with_identical_outputs(tmp_pat
     fp16 initializers + Casts, about half the bytes and bit-identical ONNX Runtime outputs; fp32
     weights (the fixture's random model) are left as they are."""
     import onnxruntime as ort
+
     from pkdn_edge.export.onnx_io import export_onnx, store_exact_fp16
 
     torch.manual_seed(1)
@@ -436,6 +437,7 @@ def test_openvino_telemetry_sends_and_forks_nothing(monkeypatch):
     import multiprocessing
 
     from openvino_telemetry.backend import backend_ga4
+
     from pkdn_edge.export import openvino_io
 
     forks = []

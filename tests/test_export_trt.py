@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_engines import _fake_tensorrt, _FakeContext, _FakeCuda, _FakeEngineV3  # the suite's fake TensorRT
+
+from pkdn_edge.errors import PKDNError
 from pkdn_edge.export.cli import main as cli_main
 from pkdn_edge.export.exporter import run_export, summary_table
 from pkdn_edge.export.settings import ExportRequest
 from pkdn_edge.export.targets import tensorrt_builders as trt_builders
-from test_engines import _fake_tensorrt, _FakeContext, _FakeCuda, _FakeEngineV3  # the suite's fake TensorRT
-
-from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import read_manifest
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights

@@ -13,10 +13,18 @@ import numpy as np
 import pytest
 
 from pkdn_edge import sources
-from pkdn_edge.sources import gstreamer as gst_sources
 from pkdn_edge.errors import PKDNError
-from pkdn_edge.sources import (CameraNotFoundError, GStreamerSource, GStreamerUnavailableError, csi_pipeline,
-                               gstreamer_pipeline, open_source, opencv_has_gstreamer, usb_pipeline)
+from pkdn_edge.sources import (
+    CameraNotFoundError,
+    GStreamerSource,
+    GStreamerUnavailableError,
+    csi_pipeline,
+    gstreamer_pipeline,
+    open_source,
+    opencv_has_gstreamer,
+    usb_pipeline,
+)
+from pkdn_edge.sources import gstreamer as gst_sources
 
 SINK = "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false"
 
@@ -132,9 +140,10 @@ def test_presets_open_through_cv2_capture_with_the_gstreamer_api(monkeypatch):
 def test_a_pipeline_that_does_not_start_names_gst_launch(monkeypatch):
     monkeypatch.setattr(gst_sources, "opencv_has_gstreamer", lambda: True)
     monkeypatch.setattr(gst_sources.cv2, "VideoCapture", lambda spec, api=None: _FakeCapture(spec, api, ok=False))
-    with pytest.raises(CameraNotFoundError, match=r"csi camera 0: OpenCV could not start.*nvargus-daemon.*"
-                                                  r"gst-launch-1.0 -e nvarguscamerasrc sensor-id=0 ! 'video/x-raw\(memory:NVMM\), .*' ! "
-                                                  r"nvvidconv flip-method=0 ! .* ! videoconvert ! .* ! fakesink`"):
+    expected = (r"csi camera 0: OpenCV could not start.*nvargus-daemon.*"
+                r"gst-launch-1.0 -e nvarguscamerasrc sensor-id=0 ! 'video/x-raw\(memory:NVMM\), .*' ! "
+                r"nvvidconv flip-method=0 ! .* ! videoconvert ! .* ! fakesink`")
+    with pytest.raises(CameraNotFoundError, match=expected):
         open_source("csi:0")
 
 
@@ -148,8 +157,9 @@ def test_bare_csi_or_usb_is_a_path_when_such_a_folder_exists(tmp_path, monkeypat
         open_source("usb:0")  # with a colon it is always the camera preset
 
 
-@pytest.mark.skipif(not opencv_has_gstreamer(), reason="this OpenCV has no GStreamer (PyPI's opencv-python wheels "
-                                                       "are built without it; JetPack's OpenCV / python3-opencv have it)")
+@pytest.mark.skipif(not opencv_has_gstreamer(),
+                    reason="this OpenCV has no GStreamer (PyPI's opencv-python wheels "
+                           "are built without it; JetPack's OpenCV / python3-opencv have it)")
 def test_real_gstreamer_test_pattern():
     # is-live: a live source like a camera (a non-live one fills the drop=true appsink faster than it is read)
     src = open_source("gst:videotestsrc is-live=true num-buffers=30 ! video/x-raw,width=64,height=48,framerate=30/1")

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from pkdn_edge.errors import ImageReadError, PKDNError
-from pkdn_edge.imageio import (ImageWriteError, image_size_from_header, iter_images, read_image, to_bgr8,
-                               write_image)
+from pkdn_edge.imageio import ImageWriteError, image_size_from_header, iter_images, read_image, to_bgr8, write_image
 
 
 def _pattern(h: int = 64, w: int = 80) -> np.ndarray:

@@ -13,7 +13,7 @@ from pkdn_edge.train import priors as P
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "faces"
-HAS_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+HAS_DLIB = all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
 
 needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="dlib-bin / face_recognition_models not installed (extra 'train')")
 needs_shared = pytest.mark.skipif(
@@ -108,7 +108,8 @@ def test_rasterize_template_landmarks_regions_in_place():
     assert present >= set(range(P.K)) - {P.INNER_MOUTH}  # a slightly open mouth still gives a sliver
     centre = {c: np.argwhere(lab == c).mean(0) for c in present}  # (y, x)
     assert centre[P.L_EYE][1] < 64 < centre[P.R_EYE][1] and centre[P.L_BROW][1] < 64 < centre[P.R_BROW][1]
-    assert centre[P.L_BROW][0] < centre[P.L_EYE][0] < centre[P.NOSE][0] < centre[P.UPPER_LIP][0] < centre[P.LOWER_LIP][0]
+    order = [P.L_BROW, P.L_EYE, P.NOSE, P.UPPER_LIP, P.LOWER_LIP]
+    assert all(centre[a][0] < centre[b][0] for a, b in zip(order, order[1:]))
     assert lab[0, 0] == P.BACKGROUND and lab[64, 64] in (P.NOSE, P.SKIN)
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from pkdn_edge.export.compress.prune import channel_importance, prune_student
 
+from pkdn_edge.export.compress.prune import channel_importance, prune_student
 from pkdn_edge.models import create_model
 from pkdn_edge.models.checkpoint import export_weights, load_model
 from pkdn_edge.models.complexity import count_macs, count_params
@@ -185,7 +185,6 @@ def test_selection_adapters_map_kept_channels_back_to_teacher_positions():
 ])
 def test_conv_shapes_count_the_same_macs_as_the_hooks(preset, scale, overrides):
     from pkdn_edge.export.compress.prune_search import config_macs
-
     from pkdn_edge.models.pkdn import model_config
 
     cfg = model_config(preset, scale, **overrides)

@@ -496,11 +496,11 @@ def test_eval_applies_the_manifest_normalization_as_the_loop_does(tmp_path):
     """`pkdn-train eval` fed [0,1] pixels to an artifact whose manifest says mean 0.5 / std 0.5 (the
     loop normalizes): the same artifact scored +3.43 dB in eval and pasted something else in the loop."""
     import torch
-    from pkdn_edge.train.data import to_uint8
-    from pkdn_edge.train.evaluate import ArtifactModel
 
     from pkdn_edge.engines import load_engine
     from pkdn_edge.manifest import read_manifest, write_manifest
+    from pkdn_edge.train.data import to_uint8
+    from pkdn_edge.train.evaluate import ArtifactModel
 
     art = _artifact(tmp_path)
     m = read_manifest(art)

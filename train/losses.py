@@ -44,7 +44,7 @@ class FeatureAdapters(nn.Module):
         ``index[k][j]``, zeros elsewhere (no bias).
 
         For a pruned student, ``index`` lists the channels it kept (see
-        :meth:`pkdn_edge.export.prune.PruningPlan.feature_index`): its surviving features then start
+        :meth:`pkdn_edge.export.compress.prune.PruningPlan.feature_index`): its surviving features then start
         compared with the teacher features they were distilled against, instead of through a random
         projection. Adapters whose widths do not fit ``index`` keep their random init. Returns how
         many adapters were set.

@@ -273,7 +273,8 @@ def shape_predictor_path() -> Path:
         raise MissingDependencyError("face_recognition_models", extra="train", purpose="landmark parsing priors")
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / _MODEL_FILE
     if not path.is_file():
-        raise MissingDependencyError("face_recognition_models", extra="train", purpose=f"landmark priors ({path} missing)")
+        raise MissingDependencyError("face_recognition_models", extra="train",
+                                     purpose=f"landmark priors ({path} missing)")
     return path
 
 

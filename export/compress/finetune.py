@@ -199,9 +199,8 @@ def _prune_step(run: Run, model: Any, target: Any, imp: Callable[[], dict], pare
 
 def _finetune(run: Run, init: Path, folder: Path, steps: int) -> tuple[Any, dict[str, Any]]:
     """Fine-tune the checkpoint ``init`` in ``folder`` (resumes) → (best model, stage summary)."""
-    from pkdn_edge.train.loop import Trainer
-
     from pkdn_edge.models.checkpoint import load_model
+    from pkdn_edge.train.loop import Trainer
 
     tcfg = train_config(run, folder, steps, run.cfg.finetune_lr, init=str(init),
                         feat_decay_steps=max(1, int(0.75 * steps)))

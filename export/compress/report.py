@@ -34,6 +34,7 @@ def evaluate(models: dict[str, Any], hr: Any, scale: int, threads: int,
     per protocol, the bicubic baseline first; deltas are against the first model of the protocol."""
     import numpy as np
     import torch
+
     from pkdn_edge.train.camera import protocol_lr
     from pkdn_edge.train.degradations import bicubic_up
     from pkdn_edge.train.evaluate import mean_metrics, super_resolve

@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from pkdn_edge.train.config import TrainConfig
-from pkdn_edge.train.loop import Trainer
 from torch import nn
 
 from pkdn_edge.models import PKDN
 from pkdn_edge.models.checkpoint import read_checkpoint, save_atomic
+from pkdn_edge.train.config import TrainConfig
+from pkdn_edge.train.loop import Trainer
 
 from ..settings import Int8Settings
 from .ptq import quantize_torch

@@ -135,7 +135,8 @@ class Engine:
 
     def __repr__(self) -> str:
         where = self.manifest.root or "?"
-        return f"<{type(self).__name__} {self.name} batch={self.batch or 'dynamic'} threads={self.threads} from {where}>"
+        batch = self.batch or "dynamic"
+        return f"<{type(self).__name__} {self.name} batch={batch} threads={self.threads} from {where}>"
 
     def run_tensor(self, x: np.ndarray) -> np.ndarray:
         """(N,3,h,w) float32 normalized RGB → (N,3,s·h,s·w) float32 (unclamped), any N ≥ 0."""
@@ -229,7 +230,8 @@ class Engine:
         if single:
             faces = faces[None]
         if faces.ndim != 4 or faces.shape[3] != 3 or tuple(faces.shape[1:3]) != self.lr_size:
-            raise PKDNError(f"{self.name}: expected faces (N,{self.lr_size[0]},{self.lr_size[1]},3), got {faces_bgr.shape}")
+            h, w = self.lr_size
+            raise PKDNError(f"{self.name}: expected faces (N,{h},{w},3), got {faces_bgr.shape}")
         if faces.dtype != np.uint8:
             raise PKDNError(f"{self.name}: expected uint8 BGR faces, got {faces.dtype}")
         out = self.postprocess(self.run_tensor(self.preprocess(faces)))
@@ -311,7 +313,9 @@ def external_data_hint(exc: BaseException, reason: str | None = None) -> str:
     return text
 
 
-def check_precision(manifest: Manifest, precision: str | None, backend: str, allowed_hints: tuple[str, ...] = ()) -> None:
+def check_precision(
+    manifest: Manifest, precision: str | None, backend: str, allowed_hints: tuple[str, ...] = ()
+) -> None:
     """Refuse a requested precision that the artifact does not have (except backend hints)."""
     if precision is None or precision == manifest.precision or precision in allowed_hints:
         return

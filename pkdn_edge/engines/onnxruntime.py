@@ -50,6 +50,8 @@ class OnnxRuntimeEngine(Engine):
         return self.session.run(self._outputs, {self._input: x})[0]
 
 
-def open_engine(manifest: Manifest, threads: int = 2, precision: str | None = None, **options: Any) -> OnnxRuntimeEngine:
+def open_engine(
+    manifest: Manifest, threads: int = 2, precision: str | None = None, **options: Any
+) -> OnnxRuntimeEngine:
     """Backend entry point used by :func:`pkdn_edge.engines.load_engine`."""
     return OnnxRuntimeEngine(manifest, threads, precision, **options)

@@ -46,7 +46,8 @@ class OpenVinoEngine(Engine):
         ov = import_openvino()  # telemetry off before the import (it sends on import)
 
         super().__init__(manifest, threads, precision)
-        check_precision(manifest, precision, self.backend, allowed_hints=("fp16", "bf16") if manifest.precision != "int8" else ())
+        hints = ("fp16", "bf16") if manifest.precision != "int8" else ()
+        check_precision(manifest, precision, self.backend, allowed_hints=hints)
         hint = HINTS[precision] if precision in ("fp16", "bf16") else "f32"
         self.inference_precision = hint
         self.device = device

@@ -28,7 +28,8 @@ def checkpoint_manifest(path: Path, model: Any, precision: str = "fp32", window:
     n = serve_window(cfg.scale) if window is None else (int(window) or 128 // cfg.scale)
     return Manifest(target="torch", precision=precision, scale=cfg.scale, model_file=path.name,
                     files={path.name: sha256_file(path)}, preset=str(getattr(model, "preset", "edge")),
-                    role=cfg.role, input_shape=["batch", 3, n, n], output_shape=["batch", 3, n * cfg.scale, n * cfg.scale],
+                    role=cfg.role, input_shape=["batch", 3, n, n],
+                    output_shape=["batch", 3, n * cfg.scale, n * cfg.scale],
                     batch=None, dynamic=True, root=path.parent)
 
 

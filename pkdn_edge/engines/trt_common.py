@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Any
 
-from pkdn_edge.errors import PKDNError
 from pkdn_edge.manifest import Manifest
 
 from .base import missing_backend_error

@@ -23,14 +23,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from pkdn_edge.errors import ImageReadError, PKDNError
-from pkdn_edge.sources.base import (IMAGE_EXTENSIONS, CameraNotFoundError, Downscale, Frame, FrameSource,
-                                    letterbox)
+from pkdn_edge.sources.base import IMAGE_EXTENSIONS, CameraNotFoundError, Downscale, Frame, FrameSource, letterbox
 from pkdn_edge.sources.camera import CameraSource, camera_available
 from pkdn_edge.sources.demo import DEMO_FACE_LANDMARKS, DemoFace, DemoSource, _parse_demo, load_demo_face
 from pkdn_edge.sources.files import ImageFolderSource, VideoFileSource
-from pkdn_edge.sources.gstreamer import (GST_SCHEMES, GStreamerSource, GStreamerUnavailableError, _is_gstreamer_spec,
-                                         csi_pipeline, gstreamer_pipeline, gstreamer_unavailable_message,
-                                         opencv_has_gstreamer, usb_pipeline)
+from pkdn_edge.sources.gstreamer import (
+    GST_SCHEMES,
+    GStreamerSource,
+    GStreamerUnavailableError,
+    _is_gstreamer_spec,
+    csi_pipeline,
+    gstreamer_pipeline,
+    gstreamer_unavailable_message,
+    opencv_has_gstreamer,
+    usb_pipeline,
+)
 
 __all__ = [
     "Frame",

@@ -13,6 +13,7 @@ import cv2
 
 from pkdn_edge.sources.base import CameraNotFoundError, FrameSource
 
+
 def _quiet_opencv():
     """Silence OpenCV's own warnings (e.g. 'can't open camera by index') while probing."""
     try:
@@ -70,7 +71,8 @@ class CameraSource(FrameSource):
         self.reconnects = 0
         self.cap = self._open()
         if self.cap is None:
-            raise CameraNotFoundError(f"no camera at index {self.index} (cv2.VideoCapture({self.index}) cannot open it)")
+            raise CameraNotFoundError(
+                f"no camera at index {self.index} (cv2.VideoCapture({self.index}) cannot open it)")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 1 <= fps <= 1000 else 30.0
 

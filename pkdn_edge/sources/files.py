@@ -13,6 +13,7 @@ import cv2
 from pkdn_edge.errors import ImageReadError
 from pkdn_edge.sources.base import IMAGE_EXTENSIONS, FrameSource
 
+
 class VideoFileSource(FrameSource):
     """A video file decoded by OpenCV (FFmpeg). ``t`` = frame index / file fps.
     ``loop=True`` restarts at the end (for long latency runs on short clips).
@@ -83,7 +84,8 @@ class VideoFileSource(FrameSource):
 
     def _stopped(self):
         self.incomplete = True
-        self.end_reason = (f"decoding stopped at frame {self._first_fail} of {self.frame_count}: {self.path} is damaged "
+        self.end_reason = (f"decoding stopped at frame {self._first_fail} of {self.frame_count}: "
+                           f"{self.path} is damaged "
                            f"or truncated ({self.undecodable} frames could not be decoded)")
         return "end", None, None
 
