@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("reports", nargs="+", help="eval.json files of pkdn-train eval")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--target", type=float, default=None, help="mark gains below this (dB) in bold")
+    p.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW", help="replace OLD by NEW in row labels")
     args = p.parse_args(argv)
     rows, protocols, gains = gain_table([json.loads(Path(r).read_text()) for r in args.reports])
+    for pair in args.rename:
+        old, _, new = pair.partition("=")
+        rows = [r.replace(old, new) for r in rows]
     draw(rows, protocols, gains, Path(args.out), args.target)
     print(f"wrote {args.out}: {len(rows)} models × {len(protocols)} protocols")
     return 0
