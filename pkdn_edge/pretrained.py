@@ -1,12 +1,15 @@
 """The shipped student weights and their model cards (torchvision-style metadata, no torch needed).
 
-Two variants per scale, in ``pkdn_edge/weights/``:
+Three variants per scale, in ``pkdn_edge/weights/``:
 
 * ``camera`` (the default everywhere: webcam, pkdn-export, pkdn-bench): ``pkdn_edge_x{s}.pt``, the
   student fine-tuned on the camera degradation model (``train/camera.py``); use it for anything a
   camera feeds.
 * ``paper``: ``pkdn_edge_x{s}_paper.pt``, the student trained on clean PIL-bicubic LR only (the
   papers' protocol); use it to compare with the literature.
+* ``wide``: ``pkdn_edge_x{s}_wide.pt``, the camera student fine-tuned further on the wide camera
+  mixture (image processor, aliasing, MJPEG; docs/camera.md): more robust on the face-level
+  robustness matrix, weaker than ``camera`` in the webcam loop on the simulated camera clips.
 
 Each ``.pt`` (fp16 weights) has a ``.json`` card beside it: training data, degradation, steps, wall
 time, hardware, the evaluation under both protocols and the commands that produced it, plus the
@@ -22,7 +25,7 @@ from .errors import PKDNError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SCALES = (4, 8)
-VARIANTS = {"camera": "pkdn_edge_x{scale}", "paper": "pkdn_edge_x{scale}_paper"}
+VARIANTS = {"camera": "pkdn_edge_x{scale}", "paper": "pkdn_edge_x{scale}_paper", "wide": "pkdn_edge_x{scale}_wide"}
 DEFAULT_VARIANT = "camera"
 
 
@@ -48,7 +51,7 @@ def _stem(scale: int, variant: str) -> str:
 
 def pretrained_path(scale: int, variant: str = DEFAULT_VARIANT) -> Path:
     """Path of the shipped ``edge`` student checkpoint for ``scale`` (4 or 8) and ``variant``
-    (``camera``, the default, or ``paper``)."""
+    (``camera``, the default, ``paper`` or ``wide``)."""
     path = WEIGHTS_DIR / f"{_stem(scale, variant)}.pt"
     if not path.is_file():
         raise PKDNError(

@@ -51,3 +51,14 @@ def test_export_and_bench_default_to_the_camera_students():
     assert "pretrained_path(scale)" in inspect.getsource(select)
     exporter = (WEIGHTS_DIR.parent.parent / "export" / "exporter.py").read_text()
     assert "pretrained_path(" in exporter
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_wide_students_ship_as_a_variant_not_the_default(scale):
+    """The wide-camera students (v2) are the variant ``wide``; the default stays the camera student."""
+    path = pretrained_path(scale, "wide")
+    assert path.name == f"pkdn_edge_x{scale}_wide.pt" and path.is_file()
+    card = model_card(scale, "wide")
+    assert card["training"]["config"]["camera"]["preset"] == "wide"
+    assert model_card(scale)["training"]["config"]["camera"].get("preset", "v1") == "v1"
+    assert sha256_file(path) != sha256_file(pretrained_path(scale))
