@@ -27,7 +27,6 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from pkdn_edge.engines.bicubic import BicubicEngine
 from pkdn_edge.errors import PKDNError
 from pkdn_edge.face.align import (
     TEMPLATE_128,
@@ -48,7 +47,6 @@ __all__ = [
     "FacePipeline",
     "FrameResult",
     "FaceResult",
-    "BicubicEngine",  # re-exported: it lives in pkdn_edge.engines.bicubic
     "STAGES",
     "SR_IOD",
     "MAX_FACE_Q",

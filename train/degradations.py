@@ -80,4 +80,3 @@ class BlurNoiseJPEGDegradation:
         return np.ascontiguousarray(lr)
 
 
-WebcamDegradation = BlurNoiseJPEGDegradation  # the former name
